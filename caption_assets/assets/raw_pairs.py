@@ -1,0 +1,133 @@
+"""``raw_pairs``: one row per crawl sample, with image facts, normalised alt-text and heuristic flags."""
+
+
+import polars as pl
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetExecutionContext,
+    Config,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from caption_assets.heuristics import HeuristicConfig
+from caption_assets.images import DEFAULT_MAX_PIXELS
+from caption_assets.ingest import IngestLimits, IngestResult, ingest_shard
+from caption_assets.metadata import counts_by, describe, md_table, table_schema
+from caption_assets.partitions import shards_partitions
+from caption_assets.text import DEFAULT_MAX_CAPTION_CHARS
+from resources import CrawlSource, LakeStorage, QualityWarehouse
+
+STAGE = "raw_pairs"
+QUARANTINE = "raw_pairs_quarantine"
+
+
+class RawPairsConfig(Config):
+    """Heuristic thresholds (DataComp basic filter / ALIGN defaults) and safety limits."""
+
+    min_side: int = 200
+    max_aspect: float = 3.0
+    min_words: int = 2
+    max_words: int = 64
+    max_caption_repeats: int = 10
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS
+
+    def heuristics(self) -> HeuristicConfig:
+        return HeuristicConfig(self.min_side, self.max_aspect, self.min_words, self.max_words, self.max_caption_repeats)
+
+    def limits(self) -> IngestLimits:
+        return IngestLimits(self.max_pixels, self.max_caption_chars)
+
+
+def funnel_rows(result: IngestResult) -> "list[tuple[str, str | None, int]]":
+    """in = passed + flagged (by primary reason) + quarantined (by reason)."""
+    rows: list[tuple[str, str | None, int]] = [("in", None, result.seen)]
+    rows.append(("passed", None, result.pairs.filter(pl.col("primary_flag").is_null()).height))
+    for reason, n in counts_by(result.pairs.drop_nulls("primary_flag"), "primary_flag").iter_rows():
+        rows.append(("flagged", reason, n))
+    for reason, n in counts_by(result.quarantine, "reason").iter_rows():
+        rows.append(("quarantined", reason, n))
+    return rows
+
+
+def prior_hashes(lake: LakeStorage, shard: str) -> pl.Series:
+    """sha256 of images in shards that sort before this one (cross-shard exact duplicates)."""
+    files = [str(p) for key, p in lake.existing(STAGE).items() if key < shard]
+    if not files:
+        return pl.Series("sha256", [], dtype=pl.String)
+    return pl.scan_parquet(files).select("sha256").unique().collect().to_series()
+
+
+@asset(
+    partitions_def=shards_partitions,
+    group_name="ingest",
+    kinds={"parquet", "polars"},
+    owners=["team:data-platform"],
+    tags={"stage": "ingest", "scope": "shard"},
+    code_version="raw_pairs-v1",
+    description=(
+        "One row per crawl sample: stable uid, pointer into the shard (no copy of the bytes), sha256, "
+        "perceptual hash, size, format, normalised + raw alt-text, url, json metadata, and ALIGN/LAION/DataComp "
+        "heuristic flags. Broken samples go to `raw_pairs_quarantine` with a reason; nothing is dropped."
+    ),
+)
+def raw_pairs(
+    context: AssetExecutionContext,
+    config: RawPairsConfig,
+    crawl: CrawlSource,
+    lake: LakeStorage,
+    warehouse: QualityWarehouse,
+) -> MaterializeResult:
+    shard = context.partition_key
+    path = crawl.shard_path(shard)
+    if not path.is_file():
+        raise Failure(f"shard {shard!r} is not in the crawl folder {crawl.crawl_dir} any more")
+    result = ingest_shard(path, shard, config.heuristics(), config.limits(), prior_hashes(lake, shard))
+    out = lake.write_parquet(result.pairs, STAGE, shard)
+    qpath = lake.write_parquet(result.quarantine, QUARANTINE, shard)
+    warehouse.replace_partition(STAGE, shard, funnel_rows(result), qpath, context.run_id)
+    context.log.info(f"{shard}: {result.seen} seen, {result.pairs.height} pairs, {result.quarantine.height} quarantined")
+    return MaterializeResult(metadata=raw_pairs_metadata(result, str(out)))
+
+
+def raw_pairs_metadata(result: IngestResult, path: str) -> dict[str, object]:
+    pairs, quarantine = result.pairs, result.quarantine
+    flags = pairs.select(pl.col("flags").explode().alias("flag")).drop_nulls()
+    return {
+        "dagster/row_count": pairs.height,
+        "dagster/column_schema": table_schema(dict(pairs.schema)),
+        "samples_seen": result.seen,
+        "quarantined": quarantine.height,
+        "flagged": pairs.filter(pl.col("primary_flag").is_not_null()).height,
+        "flags_by_reason": md_table(counts_by(flags, "flag")),
+        "quarantine_by_reason": md_table(counts_by(quarantine, "reason")),
+        "caption_length": md_table(describe(pairs, {"words": "caption_words", "characters": "caption_chars"})),
+        "image_size": md_table(describe(pairs, {"width": "width", "height": "height", "bytes": "num_bytes"})),
+        "path": MetadataValue.path(path),
+    }
+
+
+@asset_check(
+    asset=raw_pairs,
+    partitions_def=shards_partitions,
+    blocking=True,
+    description="Samples seen in the shard = raw_pairs rows + quarantined rows, in the files and the warehouse; uids unique.",
+)
+def raw_pairs_reconcile(context: AssetCheckExecutionContext, lake: LakeStorage, warehouse: QualityWarehouse) -> AssetCheckResult:
+    shard = context.partition_key
+    pairs = lake.scan(STAGE, shard).select(pl.len().alias("n"), pl.col("uid").n_unique().alias("u")).collect().row(0)
+    quarantined = lake.scan(QUARANTINE, shard).select(pl.len()).collect().item()
+    funnel = warehouse.query("SELECT outcome, sum(count) AS n FROM funnel WHERE stage = ? AND partition = ? GROUP BY outcome", [STAGE, shard])
+    by_outcome = dict(funnel.iter_rows())
+    seen = int(by_outcome.get("in", -1))
+    in_warehouse = int(by_outcome.get("passed", 0) + by_outcome.get("flagged", 0) + by_outcome.get("quarantined", 0))
+    passed = seen == pairs[0] + quarantined == in_warehouse and pairs[0] == pairs[1]
+    return AssetCheckResult(
+        passed=bool(passed),
+        metadata={"seen": seen, "raw_rows": pairs[0], "quarantined": quarantined, "warehouse_total": in_warehouse, "unique_uids": pairs[1]},
+    )

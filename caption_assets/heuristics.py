@@ -1,0 +1,77 @@
+"""ALIGN / LAION / DataComp-style heuristic flags, as vectorised polars expressions.
+
+Flags are recorded, never applied here: ``scored_pairs`` decides what to keep. Defaults follow
+DataComp's basic filter (shorter side >= 200 px, aspect ratio <= 3, at least 2 words) and ALIGN
+(alt-texts shared by more than 10 images are boilerplate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+# Priority order: the first flag that applies is the row's primary reason in the funnel.
+FLAG_ORDER = (
+    "duplicate_image",
+    "small_image",
+    "extreme_aspect",
+    "boilerplate_caption",
+    "repeated_caption",
+    "caption_too_short",
+    "caption_too_long",
+)
+
+BOILERPLATE_TEXTS = (
+    "image", "images", "photo", "photos", "picture", "pic", "img", "untitled", "thumbnail", "thumb",
+    "logo", "banner", "icon", "click to enlarge", "click here", "click here to enlarge", "no image",
+    "image not found", "placeholder", "default", "null", "none", "n/a", "loading", "photo credit",
+    "stock photo", "featured image", "view larger image", "product image",
+)
+# File names and camera counters used as alt-text: "IMG_1234.jpg", "DSC01234", "photo-12.png".
+BOILERPLATE_PATTERN = (
+    r"(?i)^[\w\-. ()]*\.(jpe?g|png|gif|webp|bmp|tiff?|heic)$"
+    r"|(?i)^(img|dsc|dscn|dscf|pict|pic|image|photo|screenshot|untitled|scan)[\s_\-]*\d+$"
+)
+
+
+@dataclass(frozen=True)
+class HeuristicConfig:
+    min_side: int = 200
+    max_aspect: float = 3.0
+    min_words: int = 2
+    max_words: int = 64
+    max_caption_repeats: int = 10
+
+
+def flag_exprs(cfg: HeuristicConfig) -> dict[str, pl.Expr]:
+    """One boolean expression per flag, over the ``raw_pairs`` columns."""
+    short_side = pl.min_horizontal("width", "height")
+    long_side = pl.max_horizontal("width", "height")
+    bare = pl.col("caption").str.to_lowercase().str.strip_chars(" .,:;!?-_|*\"'")
+    words = pl.col("caption_words")
+    return {
+        "duplicate_image": pl.col("sha256").is_duplicated() & (pl.int_range(pl.len()).over("sha256") > 0)
+        | pl.col("_seen_in_other_shard"),
+        "small_image": short_side < cfg.min_side,
+        "extreme_aspect": long_side > short_side * cfg.max_aspect,
+        "boilerplate_caption": bare.is_in(BOILERPLATE_TEXTS) | pl.col("caption").str.contains(BOILERPLATE_PATTERN),
+        "repeated_caption": pl.len().over(bare) > cfg.max_caption_repeats,
+        "caption_too_short": words < cfg.min_words,
+        "caption_too_long": words > cfg.max_words,
+    }
+
+
+def add_flags(df: pl.DataFrame, cfg: HeuristicConfig, prior_sha256: pl.Series | None = None) -> pl.DataFrame:
+    """Add ``flags`` (list of reason codes, in priority order) and ``primary_flag``."""
+    seen_elsewhere = (
+        pl.col("sha256").is_in(prior_sha256.implode()) if prior_sha256 is not None and len(prior_sha256) else pl.lit(False)
+    )
+    exprs = flag_exprs(cfg)
+    flags = pl.concat_list([pl.when(exprs[name]).then(pl.lit(name)).otherwise(pl.lit(None, dtype=pl.String)) for name in FLAG_ORDER])
+    return (
+        df.with_columns(_seen_in_other_shard=seen_elsewhere)
+        .with_columns(flags=flags.list.drop_nulls())
+        .with_columns(primary_flag=pl.col("flags").list.first())
+        .drop("_seen_in_other_shard")
+    )

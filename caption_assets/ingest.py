@@ -1,0 +1,112 @@
+"""Turn one shard into ``raw_pairs`` rows and quarantine rows (pure: no Dagster here).
+
+Every record the reader yields lands in exactly one of the two tables, so
+``seen == len(pairs) + len(quarantine)`` by construction, and the asset check verifies it
+against an independent listing of the shard.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from caption_assets.heuristics import HeuristicConfig, add_flags
+from caption_assets.images import DEFAULT_MAX_PIXELS, BadImage, inspect_image
+from caption_assets.readers import iter_records
+from caption_assets.text import DEFAULT_MAX_CAPTION_CHARS, BadCaption, decode_caption, normalise_caption
+
+RAW_PAIRS_SCHEMA = {
+    "uid": pl.String,
+    "key": pl.String,
+    "shard": pl.String,
+    "container": pl.String,
+    "image_path": pl.String,
+    "image_member": pl.String,
+    "image_offset": pl.Int64,
+    "image_length": pl.Int64,
+    "sha256": pl.String,
+    "phash": pl.Int64,
+    "width": pl.Int32,
+    "height": pl.Int32,
+    "format": pl.String,
+    "num_bytes": pl.Int64,
+    "caption": pl.String,
+    "caption_raw": pl.String,
+    "url": pl.String,
+    "meta_json": pl.String,
+}
+QUARANTINE_SCHEMA = {
+    "shard": pl.String,
+    "stage": pl.String,
+    "key": pl.String,
+    "member": pl.String,
+    "reason": pl.String,
+    "message": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS
+
+
+@dataclass
+class IngestResult:
+    pairs: pl.DataFrame
+    quarantine: pl.DataFrame
+    seen: int
+
+
+def uid_for(shard: str, key: str) -> str:
+    return f"{shard}::{key}"
+
+
+def ingest_shard(
+    path: Path,
+    shard: str,
+    heuristics: HeuristicConfig = HeuristicConfig(),
+    limits: IngestLimits = IngestLimits(),
+    prior_sha256: pl.Series | None = None,
+) -> IngestResult:
+    cols: dict[str, list] = {name: [] for name in RAW_PAIRS_SCHEMA}
+    quarantine: dict[str, list] = {name: [] for name in QUARANTINE_SCHEMA}
+    seen = 0
+
+    def reject(key: str | None, member: str, reason: str, message: str) -> None:
+        for name, value in zip(QUARANTINE_SCHEMA, (shard, "raw_pairs", key, member, reason, message)):
+            quarantine[name].append(value)
+
+    for rec in iter_records(path):
+        seen += 1
+        if rec.problem is not None:
+            reject(rec.key, rec.member, *rec.problem)
+            continue
+        assert rec.key is not None and rec.ref is not None and rec.image is not None
+        try:
+            caption_raw = decode_caption(rec.caption, limits.max_caption_chars)
+            caption = normalise_caption(caption_raw)
+            if not caption:
+                raise BadCaption("empty_caption", "caption is empty after removing markup")
+            info = inspect_image(rec.image, limits.max_pixels)
+        except (BadCaption, BadImage) as bad:
+            reject(rec.key, rec.member, bad.reason, bad.message)
+            continue
+        row = (
+            uid_for(shard, rec.key), rec.key, shard, rec.ref.container, rec.ref.path, rec.ref.member,
+            rec.ref.offset, rec.ref.length, info.sha256, info.phash, info.width, info.height, info.format,
+            info.num_bytes, caption, caption_raw, rec.url,
+            json.dumps(rec.meta, sort_keys=True, default=str) if rec.meta else None,
+        )
+        for name, value in zip(RAW_PAIRS_SCHEMA, row):
+            cols[name].append(value)
+
+    pairs = pl.DataFrame(cols, schema=RAW_PAIRS_SCHEMA).with_columns(
+        caption_words=pl.col("caption").str.count_matches(r"\S+").cast(pl.Int32),
+        caption_chars=pl.col("caption").str.len_chars().cast(pl.Int32),
+    )
+    pairs = add_flags(pairs, heuristics, prior_sha256)
+    return IngestResult(pairs, pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA), seen)

@@ -1,0 +1,57 @@
+"""Small helpers that turn polars frames into Dagster UI metadata."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import polars as pl
+from dagster import MetadataValue, TableColumn, TableSchema
+
+_DTYPE_NAMES = {pl.String: "string", pl.Int64: "int64", pl.Int32: "int32", pl.Float32: "float32", pl.Float64: "float64", pl.Boolean: "bool"}
+
+
+def md_table(df: pl.DataFrame, float_fmt: str = "{:.3f}") -> MetadataValue:
+    """A frame as a markdown table (what the UI renders best for small summaries)."""
+    if df.is_empty():
+        return MetadataValue.md("_none_")
+    header = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
+    rows = []
+    for row in df.iter_rows():
+        cells = [float_fmt.format(v) if isinstance(v, float) else ("" if v is None else str(v)) for v in row]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return MetadataValue.md(header + "\n".join(rows))
+
+
+def describe(df: pl.DataFrame, columns: Mapping[str, str]) -> pl.DataFrame:
+    """min / p5 / median / mean / p95 / max of numeric columns, one row per column (label -> column)."""
+    if df.is_empty():
+        return pl.DataFrame()
+    stats = [
+        df.select(
+            pl.lit(label).alias("measure"),
+            pl.col(col).min().cast(pl.Float64).alias("min"),
+            pl.col(col).quantile(0.05).cast(pl.Float64).alias("p5"),
+            pl.col(col).median().cast(pl.Float64).alias("median"),
+            pl.col(col).mean().cast(pl.Float64).alias("mean"),
+            pl.col(col).quantile(0.95).cast(pl.Float64).alias("p95"),
+            pl.col(col).max().cast(pl.Float64).alias("max"),
+        )
+        for label, col in columns.items()
+    ]
+    return pl.concat(stats)
+
+
+def counts_by(df: pl.DataFrame, column: str, name: str = "count") -> pl.DataFrame:
+    if df.is_empty():
+        return pl.DataFrame({column: [], name: []})
+    return df.group_by(column).agg(pl.len().alias(name)).sort([name, column], descending=[True, False])
+
+
+def table_schema(schema: Mapping[str, pl.DataType], descriptions: Mapping[str, str] | None = None) -> TableSchema:
+    descriptions = descriptions or {}
+    return TableSchema(
+        columns=[
+            TableColumn(name, _DTYPE_NAMES.get(dtype, str(dtype)), description=descriptions.get(name))  # type: ignore[arg-type]
+            for name, dtype in schema.items()
+        ]
+    )

@@ -1,0 +1,323 @@
+"""Stream the samples of one shard as ``Record``s, whatever the shard's format.
+
+Readers never raise on bad content: a sample they cannot make sense of comes out as a ``Record``
+with ``problem`` set (reason code, human message), so every sample seen is accounted for. Image
+bytes stay inside the shard: each record carries an ``ImageRef`` pointing at them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from caption_assets.shards import CAPTION_COLUMNS, IMAGE_BYTES_COLUMNS, IMAGE_PATH_COLUMNS, ShardKind, binary_columns, shard_kind
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+PARQUET_BATCH_ROWS = 256
+
+
+class ImageRef(NamedTuple):
+    """Where an image's bytes live: a tar member (offset/length), a parquet cell (row), or a file."""
+
+    container: str  # "tar" | "parquet" | "file"
+    path: str
+    member: str | None
+    offset: int
+    length: int
+
+
+@dataclass(slots=True)
+class Record:
+    key: str | None
+    member: str
+    ref: ImageRef | None = None
+    image: bytes | None = None
+    caption: bytes | str | None = None
+    url: str | None = None
+    meta: dict[str, Any] | None = None
+    problem: tuple[str, str] | None = None
+
+
+def iter_records(path: Path) -> Iterator[Record]:
+    """All records of one shard, in shard order."""
+    path = Path(path)
+    kind = shard_kind(path)
+    if kind is ShardKind.TAR:
+        yield from iter_tar(path)
+    elif kind is ShardKind.IMG2DATASET_PARQUET:
+        yield from iter_img2dataset_parquet(path)
+    else:
+        yield from iter_manifest(path)
+
+
+# --------------------------------------------------------------------------- tar (WebDataset)
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """WebDataset convention: the key is the path up to the first dot of the file name."""
+    p = PurePosixPath(name)
+    stem, _, ext = p.name.partition(".")
+    key = str(p.parent / stem) if str(p.parent) != "." else stem
+    return key, ext.lower()
+
+
+def is_unsafe_member(name: str) -> bool:
+    return name.startswith(("/", "\\")) or ".." in PurePosixPath(name.replace("\\", "/")).parts or ":" in name[:3]
+
+
+def iter_tar(path: Path) -> Iterator[Record]:
+    if path.stat().st_size == 0:
+        return  # an empty shard holds no samples
+    try:
+        tf = tarfile.open(path, "r:")
+    except (tarfile.TarError, OSError) as exc:
+        yield Record(None, path.name, problem=("unreadable_shard", f"not a readable tar file: {exc}"))
+        return
+    seen: set[str] = set()
+    group: list[tuple[str, tarfile.TarInfo, bytes]] = []
+    group_key: str | None = None
+    with tf:
+        while True:
+            try:
+                m = tf.next()
+                if m is None:
+                    break
+                if m.isdir():
+                    continue
+                if is_unsafe_member(m.name):
+                    yield Record(None, m.name, problem=("unsafe_path", "member path is absolute or climbs out with '..'"))
+                    continue
+                if not m.isfile():
+                    yield Record(None, m.name, problem=("unsupported_member", "tar member is a link or device, not a file"))
+                    continue
+                key, ext = split_key(m.name)
+                data = tf.extractfile(m).read()  # type: ignore[union-attr]
+            except (tarfile.ReadError, EOFError, OSError) as exc:
+                if group:
+                    yield from _tar_group(path, group_key, group, seen)
+                    group = []
+                yield Record(None, f"{path.name}@{tf.offset}", problem=("truncated_tar", f"tar ends early: {exc}"))
+                return
+            if key != group_key and group:
+                yield from _tar_group(path, group_key, group, seen)
+                group = []
+            group_key = key
+            group.append((ext, m, data))
+        if group:
+            yield from _tar_group(path, group_key, group, seen)
+        tail = _nonzero_tail(path, tf.offset)
+        if tail:
+            yield Record(None, f"{path.name}@{tf.offset}", problem=("truncated_tar", f"{tail} trailing bytes do not form a tar header"))
+
+
+def _nonzero_tail(path: Path, offset: int) -> int:
+    """tarfile stops quietly at a cut-off header; any non-zero bytes after the last member mean truncation."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        rest = f.read()
+    return len(rest) if rest.strip(b"\0") else 0
+
+
+def _tar_group(path: Path, key: str | None, group: list[tuple[str, tarfile.TarInfo, bytes]], seen: set[str]) -> Iterator[Record]:
+    assert key is not None
+    members = ",".join(m.name for _, m, _ in group)
+    if key in seen:
+        yield Record(key, members, problem=("duplicate_key", f"key {key!r} appears again later in the shard"))
+        return
+    seen.add(key)
+    by_ext: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
+    for ext, m, data in group:
+        if ext in by_ext:
+            yield Record(key, m.name, problem=("duplicate_key", f"second '.{ext}' member for key {key!r}"))
+            continue
+        by_ext[ext] = (m, data)
+    meta: dict[str, Any] | None = None
+    if "json" in by_ext:
+        try:
+            meta = json.loads(by_ext["json"][1].decode("utf-8"))
+            if not isinstance(meta, dict):
+                meta = {"_value": meta}
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            meta = {"_error": f"unparseable json member: {exc}"}
+    caption: bytes | str | None = by_ext["txt"][1] if "txt" in by_ext else None
+    if caption is None and meta and isinstance(meta.get("caption"), str):
+        caption = meta["caption"]
+    url = meta.get("url") if meta and isinstance(meta.get("url"), str) else None
+    image_ext = next((e for e in IMAGE_EXTS if e in by_ext), None)
+    if meta and meta.get("status") not in (None, "success"):
+        yield Record(key, members, url=url, meta=meta, problem=("download_failed", f"img2dataset status {meta.get('status')!r}: {meta.get('error_message')}"))
+        return
+    if image_ext is None:
+        found = ", ".join(sorted(by_ext)) or "nothing"
+        yield Record(key, members, caption=caption, url=url, meta=meta, problem=("missing_image", f"no .jpg/.png/.webp member for key (found {found})"))
+        return
+    info, data = by_ext[image_ext]
+    ref = ImageRef("tar", str(path.resolve()), info.name, info.offset_data, info.size)
+    yield Record(key, info.name, ref=ref, image=data, caption=caption, url=url, meta=meta)
+
+
+# --------------------------------------------------------------------------- img2dataset parquet
+
+
+def iter_img2dataset_parquet(path: Path) -> Iterator[Record]:
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes one quarantine row
+        yield Record(None, path.name, problem=("unreadable_shard", f"not a readable parquet file: {exc}"))
+        return
+    names = pf.schema_arrow.names
+    image_col = next((c for c in binary_columns(pf.schema_arrow) if c in IMAGE_BYTES_COLUMNS), None)
+    path_col = next((c for c in IMAGE_PATH_COLUMNS if c in names and c != image_col), None)
+    caption_col = next((c for c in CAPTION_COLUMNS if c in names), None)
+    row = 0
+    seen: set[str] = set()
+    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+        cols = batch.to_pydict()
+        for i in range(batch.num_rows):
+            key = _str_or_none(cols["key"][i]) if "key" in cols else f"{row:09d}"
+            key = key or f"{row:09d}"
+            url = _str_or_none(cols.get("url", [None] * batch.num_rows)[i])
+            caption = cols[caption_col][i] if caption_col else None
+            status = cols["status"][i] if "status" in cols else "success"
+            meta = {c: cols[c][i] for c in ("error_message", "width", "height", "original_width", "original_height", "exif") if c in cols}
+            member = f"row {row}"
+            rec: Record
+            if key in seen:
+                rec = Record(key, member, problem=("duplicate_key", f"key {key!r} appears again later in the shard"))
+            elif status != "success":
+                rec = Record(key, member, url=url, problem=("download_failed", f"img2dataset status {status!r}: {meta.get('error_message')}"))
+            elif image_col is not None and cols[image_col][i] is not None:
+                data = cols[image_col][i]
+                rec = Record(key, member, ImageRef("parquet", str(path.resolve()), image_col, row, len(data)), data, caption, url, meta)
+            elif path_col is not None and cols[path_col][i]:
+                rec = _file_record(path.parent, key, str(cols[path_col][i]), caption, url, meta)
+            else:
+                rec = Record(key, member, caption=caption, url=url, problem=("missing_image", "row has neither image bytes nor an image path"))
+            if caption_col and not isinstance(caption, (str, bytes, type(None))):
+                rec = Record(key, member, problem=("manifest_schema", f"caption column {caption_col!r} holds {type(caption).__name__}, not text"))
+            seen.add(key)
+            row += 1
+            yield rec
+
+
+def _str_or_none(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+# --------------------------------------------------------------------------- manifest + image folder
+
+
+def iter_manifest(path: Path) -> Iterator[Record]:
+    try:
+        rows = list(_manifest_rows(path))
+    except Exception as exc:  # noqa: BLE001
+        yield Record(None, path.name, problem=("unreadable_shard", f"cannot read manifest: {exc}"))
+        return
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        member = f"line {i + 1}"
+        if isinstance(row, Exception):
+            yield Record(None, member, problem=("manifest_schema", f"unparseable manifest line: {row}"))
+            continue
+        image = next((row[c] for c in IMAGE_PATH_COLUMNS if row.get(c) not in (None, "")), None)
+        caption_col = next((c for c in CAPTION_COLUMNS if c in row), None)
+        caption = row.get(caption_col) if caption_col else None
+        key = _str_or_none(row.get("key")) or (PurePosixPath(str(image)).stem if image else None) or f"{i:09d}"
+        url = _str_or_none(row.get("url"))
+        meta = {k: v for k, v in row.items() if k not in {*IMAGE_PATH_COLUMNS, *CAPTION_COLUMNS, "key", "url"}} or None
+        if image is None:
+            yield Record(key, member, caption=caption, problem=("manifest_schema", f"no image path column ({'/'.join(IMAGE_PATH_COLUMNS)}) in this row"))
+        elif not isinstance(image, str):
+            yield Record(key, member, problem=("manifest_schema", f"image path is {type(image).__name__}, not text"))
+        elif caption is not None and not isinstance(caption, (str, bytes)):
+            yield Record(key, member, problem=("manifest_schema", f"caption is {type(caption).__name__}, not text"))
+        elif key in seen:
+            yield Record(key, member, problem=("duplicate_key", f"key {key!r} appears again later in the manifest"))
+        else:
+            seen.add(key)
+            yield _file_record(path.parent, key, image, caption, url, meta, member)
+
+
+def _manifest_rows(path: Path) -> Iterator[dict[str, Any] | Exception]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        yield from pq.read_table(path).to_pylist()
+    elif suffix == ".csv":
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+            yield from csv.DictReader(f)
+    else:
+        with open(path, "rb") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    yield row if isinstance(row, dict) else ValueError("line is not a JSON object")
+                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    yield exc
+
+
+def _file_record(base: Path, key: str, image: str, caption: Any, url: str | None, meta: dict[str, Any] | None, member: str | None = None) -> Record:
+    member = member or image
+    if is_unsafe_member(image):
+        return Record(key, member, problem=("unsafe_path", f"image path {image!r} is absolute or climbs out with '..'"))
+    file = base / image
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        return Record(key, member, caption=caption, url=url, problem=("missing_image_file", f"manifest points at {image!r}, which does not exist"))
+    except OSError as exc:
+        return Record(key, member, problem=("missing_image_file", f"cannot read {image!r}: {exc}"))
+    return Record(key, member, ImageRef("file", str(file.resolve()), None, 0, len(data)), data, caption, url, meta)
+
+
+# --------------------------------------------------------------------------- reading bytes back
+
+
+def read_image_bytes(container: str, path: str, member: str | None, offset: int, length: int) -> bytes:
+    """Bytes of one image from its pointer, without re-reading the rest of the shard."""
+    if container == "tar":
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+    if container == "parquet":
+        assert member is not None
+        table, start = _parquet_row_group(path, member, offset)
+        return table.column(0)[offset - start].as_py()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@lru_cache(maxsize=4)
+def _parquet_layout(path: str) -> tuple[int, ...]:
+    md = pq.ParquetFile(path).metadata
+    starts, n = [], 0
+    for i in range(md.num_row_groups):
+        starts.append(n)
+        n += md.row_group(i).num_rows
+    return tuple(starts)
+
+
+@lru_cache(maxsize=2)
+def _read_row_group(path: str, member: str, index: int) -> pa.Table:
+    return pq.ParquetFile(path).read_row_group(index, columns=[member])
+
+
+def _parquet_row_group(path: str, member: str, row: int) -> tuple[pa.Table, int]:
+    starts = _parquet_layout(path)
+    index = max(i for i, s in enumerate(starts) if s <= row)
+    return _read_row_group(path, member, index), starts[index]
+
+
+def read_bytes_io(ref: ImageRef) -> io.BytesIO:
+    return io.BytesIO(read_image_bytes(*ref))

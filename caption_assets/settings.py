@@ -1,0 +1,66 @@
+"""One typed place for profile, paths and model choices.
+
+Values come from the profile YAML shipped in ``caption_assets/profiles`` and can be overridden by
+environment variables (see the README's configuration table). Everything is validated when the code
+location loads, so a typo fails fast with a one-line message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+class SettingsError(ValueError):
+    """A configuration value is wrong; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str
+    crawl_dir: Path
+    data_dir: Path
+    warehouse_path: Path
+    clip: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lake_dir(self) -> Path:
+        return self.data_dir / "lake"
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _resolve(path: str | os.PathLike[str]) -> Path:
+    p = Path(path).expanduser()
+    return (p if p.is_absolute() else PROJECT_ROOT / p).resolve()
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read the profile named by ``CAPTION_ASSETS_PROFILE`` (default ``demo``) plus env overrides."""
+    env = dict(os.environ if env is None else env)
+    profile = env.get("CAPTION_ASSETS_PROFILE", "demo")
+    if profile not in available_profiles():
+        raise SettingsError(
+            f"CAPTION_ASSETS_PROFILE={profile!r} is not a known profile (choose one of {', '.join(available_profiles())})"
+        )
+    raw = yaml.safe_load((PROFILES_DIR / f"{profile}.yaml").read_text()) or {}
+    paths = raw.get("paths", {})
+    data_dir = _resolve(env.get("CAPTION_ASSETS_DATA_DIR", paths.get("data_dir", "data")))
+    crawl_dir = _resolve(env.get("CAPTION_ASSETS_CRAWL_DIR", paths.get("crawl_dir", "data/sample/crawl")))
+    warehouse = env.get("CAPTION_ASSETS_WAREHOUSE") or paths.get("warehouse")
+    warehouse_path = _resolve(warehouse) if warehouse else data_dir / "warehouse.duckdb"
+    clip = dict(raw.get("clip", {}))
+    if "CAPTION_ASSETS_CLIP_PRETRAINED" in env:
+        clip["pretrained"] = env["CAPTION_ASSETS_CLIP_PRETRAINED"]
+    if "CAPTION_ASSETS_DEVICE" in env:
+        clip["device"] = env["CAPTION_ASSETS_DEVICE"]
+    return Settings(profile=profile, crawl_dir=crawl_dir, data_dir=data_dir, warehouse_path=warehouse_path, clip=clip)

@@ -1,0 +1,75 @@
+"""Where shards are read from and where per-partition outputs are written.
+
+Outputs are written to a temporary name and renamed into place, so a crashed run never leaves a
+half-written file for a downstream asset to read.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import polars as pl
+from dagster import ConfigurableResource
+
+from caption_assets.shards import discover_shards
+
+
+class CrawlSource(ConfigurableResource):
+    """The folder the crawl sensor watches; partition keys are shard paths relative to it."""
+
+    crawl_dir: str
+
+    def shard_path(self, partition_key: str) -> Path:
+        path = (Path(self.crawl_dir) / partition_key).resolve()
+        if Path(self.crawl_dir).resolve() not in path.parents:
+            raise ValueError(f"partition key {partition_key!r} points outside the crawl folder")
+        return path
+
+    def list_shards(self) -> list[str]:
+        return discover_shards(Path(self.crawl_dir))
+
+
+class LakeStorage(ConfigurableResource):
+    """Parquet outputs, one file per (asset, partition), under ``root``."""
+
+    root: str
+
+    def asset_dir(self, asset: str) -> Path:
+        return Path(self.root) / asset
+
+    def path(self, asset: str, partition: str | None = None, suffix: str = ".parquet") -> Path:
+        name = quote(partition, safe="") + suffix if partition is not None else asset + suffix
+        return self.asset_dir(asset) / name
+
+    def write_parquet(self, df: pl.DataFrame, asset: str, partition: str | None = None) -> Path:
+        target = self.path(asset, partition)
+        atomic_write_parquet(df, target)
+        return target
+
+    def read(self, asset: str, partition: str | None = None) -> pl.DataFrame:
+        return pl.read_parquet(self.path(asset, partition))
+
+    def scan(self, asset: str, partition: str | None = None) -> pl.LazyFrame:
+        return pl.scan_parquet(self.path(asset, partition))
+
+    def existing(self, asset: str) -> dict[str, Path]:
+        """Materialized partitions of an asset: partition key -> file."""
+        from urllib.parse import unquote
+
+        folder = self.asset_dir(asset)
+        if not folder.is_dir():
+            return {}
+        return {unquote(p.name[: -len(".parquet")]): p for p in sorted(folder.glob("*.parquet"))}
+
+
+def atomic_write_parquet(df: pl.DataFrame, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        df.write_parquet(tmp, compression="zstd", statistics=True)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,93 @@
+"""The DuckDB quality warehouse: funnel and quarantine tables, fed after each materialization.
+
+DuckDB lets one process write a database file at a time, so every connection (reader or writer) is
+taken under a file lock and held only for one short transaction. A partition's rows for a stage are
+replaced in one transaction, so re-running a partition never duplicates rows and readers never see
+a half-replaced partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from dagster import ConfigurableResource
+from filelock import FileLock
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS funnel (
+    partition VARCHAR NOT NULL, stage VARCHAR NOT NULL, outcome VARCHAR NOT NULL,
+    reason VARCHAR, count BIGINT NOT NULL, run_id VARCHAR, updated_at TIMESTAMP DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    partition VARCHAR NOT NULL, stage VARCHAR NOT NULL, key VARCHAR, member VARCHAR,
+    reason VARCHAR NOT NULL, message VARCHAR, run_id VARCHAR
+);
+"""
+
+FUNNEL_COLUMNS = ("outcome", "reason", "count")
+
+
+class QualityWarehouse(ConfigurableResource):
+    """Path of the DuckDB file; created on first write."""
+
+    path: str
+    lock_timeout_s: float = 300.0
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        db = Path(self.path)
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(db) + ".lock", timeout=self.lock_timeout_s):
+            if read_only and not db.exists():
+                con = duckdb.connect(":memory:")  # nothing written yet: empty tables, same shape
+                con.execute(SCHEMA_SQL)
+            else:
+                con = duckdb.connect(str(db), read_only=read_only)
+                if not read_only:
+                    con.execute(SCHEMA_SQL)
+            try:
+                yield con
+            finally:
+                con.close()
+
+    def replace_partition(
+        self,
+        stage: str,
+        partition: str,
+        funnel: Sequence[tuple[str, str | None, int]],
+        quarantine_parquet: Path | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        """Swap in this partition's funnel rows (and quarantine rows, read straight from parquet)."""
+        funnel_df = pl.DataFrame(
+            [(partition, stage, o, r, int(c), run_id) for o, r, c in funnel],
+            schema={"partition": pl.String, "stage": pl.String, "outcome": pl.String, "reason": pl.String, "count": pl.Int64, "run_id": pl.String},
+            orient="row",
+        )
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM funnel WHERE partition = ? AND stage = ?", [partition, stage])
+            con.execute("DELETE FROM quarantine WHERE partition = ? AND stage = ?", [partition, stage])
+            con.register("funnel_df", funnel_df.to_arrow())
+            con.execute("INSERT INTO funnel (partition, stage, outcome, reason, count, run_id) SELECT * FROM funnel_df")
+            if quarantine_parquet is not None:
+                con.execute(
+                    "INSERT INTO quarantine SELECT ?, stage, key, member, reason, message, ? FROM read_parquet(?)",
+                    [partition, run_id, str(quarantine_parquet)],
+                )
+            con.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[object] | None = None) -> pl.DataFrame:
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, params or []).pl()
+
+    def funnel(self, stage: str | None = None) -> pl.DataFrame:
+        where = "WHERE stage = ?" if stage else ""
+        return self.query(
+            f"SELECT partition, stage, outcome, reason, count FROM funnel {where} ORDER BY partition, stage, outcome, reason NULLS FIRST",
+            [stage] if stage else None,
+        )
