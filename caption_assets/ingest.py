@@ -8,6 +8,9 @@ against an independent listing of the shard.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import polars as pl
 
 from caption_assets.heuristics import HeuristicConfig, add_flags
 from caption_assets.images import DEFAULT_MAX_PIXELS, BadImage, inspect_image
-from caption_assets.readers import iter_records
+from caption_assets.readers import Record, iter_records
 from caption_assets.text import DEFAULT_MAX_CAPTION_CHARS, BadCaption, decode_caption, normalise_caption
 
 RAW_PAIRS_SCHEMA = {
@@ -52,6 +55,7 @@ QUARANTINE_SCHEMA = {
 class IngestLimits:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_caption_chars: int = DEFAULT_MAX_CAPTION_CHARS
+    workers: int = 0  # decode threads; 0 = min(4, cores)
 
 
 @dataclass
@@ -61,8 +65,32 @@ class IngestResult:
     seen: int
 
 
+BATCH = 64  # records in flight: bounds memory to a few MB of image bytes
+
+
 def uid_for(shard: str, key: str) -> str:
     return f"{shard}::{key}"
+
+
+def _examine(rec: Record, shard: str, limits: IngestLimits) -> tuple | BadCaption | BadImage:
+    """One record -> a raw_pairs row tuple, or the reason it is quarantined. Thread-safe."""
+    if rec.problem is not None:
+        return BadImage(*rec.problem)
+    assert rec.key is not None and rec.ref is not None and rec.image is not None
+    try:
+        caption_raw = decode_caption(rec.caption, limits.max_caption_chars)
+        caption = normalise_caption(caption_raw)
+        if not caption:
+            raise BadCaption("empty_caption", "caption is empty after removing markup")
+        info = inspect_image(rec.image, limits.max_pixels)
+    except (BadCaption, BadImage) as bad:
+        return bad
+    return (
+        uid_for(shard, rec.key), rec.key, shard, rec.ref.container, rec.ref.path, rec.ref.member,
+        rec.ref.offset, rec.ref.length, info.sha256, info.phash, info.width, info.height, info.format,
+        info.num_bytes, caption, caption_raw, rec.url,
+        json.dumps(rec.meta, sort_keys=True, default=str) if rec.meta else None,
+    )
 
 
 def ingest_shard(
@@ -72,37 +100,21 @@ def ingest_shard(
     limits: IngestLimits = IngestLimits(),
     prior_sha256: pl.Series | None = None,
 ) -> IngestResult:
+    """Stream the shard through a small thread pool (Pillow releases the GIL while decoding)."""
     cols: dict[str, list] = {name: [] for name in RAW_PAIRS_SCHEMA}
     quarantine: dict[str, list] = {name: [] for name in QUARANTINE_SCHEMA}
     seen = 0
-
-    def reject(key: str | None, member: str, reason: str, message: str) -> None:
-        for name, value in zip(QUARANTINE_SCHEMA, (shard, "raw_pairs", key, member, reason, message)):
-            quarantine[name].append(value)
-
-    for rec in iter_records(path):
-        seen += 1
-        if rec.problem is not None:
-            reject(rec.key, rec.member, *rec.problem)
-            continue
-        assert rec.key is not None and rec.ref is not None and rec.image is not None
-        try:
-            caption_raw = decode_caption(rec.caption, limits.max_caption_chars)
-            caption = normalise_caption(caption_raw)
-            if not caption:
-                raise BadCaption("empty_caption", "caption is empty after removing markup")
-            info = inspect_image(rec.image, limits.max_pixels)
-        except (BadCaption, BadImage) as bad:
-            reject(rec.key, rec.member, bad.reason, bad.message)
-            continue
-        row = (
-            uid_for(shard, rec.key), rec.key, shard, rec.ref.container, rec.ref.path, rec.ref.member,
-            rec.ref.offset, rec.ref.length, info.sha256, info.phash, info.width, info.height, info.format,
-            info.num_bytes, caption, caption_raw, rec.url,
-            json.dumps(rec.meta, sort_keys=True, default=str) if rec.meta else None,
-        )
-        for name, value in zip(RAW_PAIRS_SCHEMA, row):
-            cols[name].append(value)
+    workers = limits.workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        for batch in batched(iter_records(path), BATCH):
+            seen += len(batch)
+            for rec, out in zip(batch, pool.map(_examine, batch, [shard] * len(batch), [limits] * len(batch))):
+                if isinstance(out, tuple):
+                    for name, value in zip(RAW_PAIRS_SCHEMA, out):
+                        cols[name].append(value)
+                else:
+                    for name, value in zip(QUARANTINE_SCHEMA, (shard, "raw_pairs", rec.key, rec.member, out.reason, out.message)):
+                        quarantine[name].append(value)
 
     pairs = pl.DataFrame(cols, schema=RAW_PAIRS_SCHEMA).with_columns(
         caption_words=pl.col("caption").str.count_matches(r"\S+").cast(pl.Int32),
@@ -110,3 +122,14 @@ def ingest_shard(
     )
     pairs = add_flags(pairs, heuristics, prior_sha256)
     return IngestResult(pairs, pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA), seen)
+
+
+def batched(it: Iterable[Record], n: int) -> Iterator[list[Record]]:
+    batch: list[Record] = []
+    for item in it:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -101,7 +101,7 @@ def iter_tar(path: Path) -> Iterator[Record]:
                     yield Record(None, m.name, problem=("unsupported_member", "tar member is a link or device, not a file"))
                     continue
                 key, ext = split_key(m.name)
-                data = tf.extractfile(m).read()  # type: ignore[union-attr]
+                data = _member_bytes(tf, m)
             except (tarfile.ReadError, EOFError, OSError) as exc:
                 if group:
                     yield from _tar_group(path, group_key, group, seen)
@@ -118,6 +118,17 @@ def iter_tar(path: Path) -> Iterator[Record]:
         tail = _nonzero_tail(path, tf.offset)
         if tail:
             yield Record(None, f"{path.name}@{tf.offset}", problem=("truncated_tar", f"{tail} trailing bytes do not form a tar header"))
+
+
+def _member_bytes(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
+    """A regular member's bytes by seek+read (cheaper than extractfile); short read = truncated tar."""
+    f = tf.fileobj
+    assert f is not None
+    f.seek(m.offset_data)
+    data = f.read(m.size)
+    if len(data) != m.size:
+        raise tarfile.ReadError(f"unexpected end of data in {m.name!r}")
+    return data
 
 
 def _nonzero_tail(path: Path, offset: int) -> int:

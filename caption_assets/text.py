@@ -48,6 +48,8 @@ def decode_caption(raw: bytes | str | None, max_chars: int = DEFAULT_MAX_CAPTION
 
 def normalise_caption(text: str) -> str:
     """ftfy repair (mojibake, HTML entities), tags removed, whitespace collapsed."""
+    if text.isascii() and "&" not in text and "<" not in text:
+        return _SPACE.sub(" ", text).strip()  # nothing for ftfy to repair; skip its cost
     fixed = ftfy.fix_text(text, unescape_html=True, normalization="NFC")
     fixed = _TAG.sub(" ", fixed)
     return _SPACE.sub(" ", fixed).strip()

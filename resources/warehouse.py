@@ -83,7 +83,9 @@ class QualityWarehouse(ConfigurableResource):
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> pl.DataFrame:
         with self.connect(read_only=True) as con:
-            return con.execute(sql, params or []).pl()
+            rel = con.sql(sql, params=list(params) if params else None)
+            to_arrow = getattr(rel, "to_arrow_table", None) or rel.arrow  # duckdb 2.x / 1.x
+            return pl.from_arrow(to_arrow())  # type: ignore[return-value]
 
     def funnel(self, stage: str | None = None) -> pl.DataFrame:
         where = "WHERE stage = ?" if stage else ""

@@ -1,0 +1,150 @@
+"""``caption-assets``: run the chain, the demo, reports and the UI from a shell.
+
+Runs go through Dagster (``execute_in_process`` against the ``DAGSTER_HOME`` instance), so every
+materialization the CLI makes shows up in the UI with its metadata and checks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from caption_assets.settings import PROJECT_ROOT, SettingsError
+
+UI_HINT = "DAGSTER_HOME={home} caption-assets ui   # then open http://127.0.0.1:3000/asset-groups"
+
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+class CliError(Exception):
+    """A one-line reason the command could not run."""
+
+
+def _configure_env(crawl: Path | None, out: Path | None, profile: str | None) -> Path:
+    if crawl is not None:
+        if not crawl.is_dir():
+            raise CliError(f"crawl folder {crawl} does not exist or is not a folder")
+        os.environ["CAPTION_ASSETS_CRAWL_DIR"] = str(crawl.resolve())
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        os.environ["CAPTION_ASSETS_DATA_DIR"] = str(out.resolve())
+    if profile is not None:
+        os.environ["CAPTION_ASSETS_PROFILE"] = profile
+    from caption_assets.settings import load_settings
+
+    settings = load_settings()
+    home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def run_chain(verbose: bool = True) -> int:
+    """Register every shard as a partition and materialize what exists of the chain. Returns failures."""
+    from dagster import DagsterInstance
+
+    from caption_assets.definitions import build_definitions
+    from caption_assets.partitions import shards_partitions
+    from caption_assets.settings import load_settings
+    from caption_assets.shards import discover_shards
+
+    settings = load_settings()
+    defs = build_definitions(settings)
+    instance = DagsterInstance.get()
+    shards = discover_shards(settings.crawl_dir)
+    if not shards:
+        raise CliError(f"no shards (*.tar, *.parquet, *.csv, *.jsonl) found in {settings.crawl_dir}")
+    known = set(instance.get_dynamic_partitions(shards_partitions.name))
+    instance.add_dynamic_partitions(shards_partitions.name, [s for s in shards if s not in known])
+    job = defs.resolve_job_def("shard_chain")
+    failed: list[str] = []
+    for shard in shards:
+        t0 = time.perf_counter()
+        result = job.execute_in_process(partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET)
+        status = "ok" if result.success else "FAILED"
+        if not result.success:
+            failed.append(shard)
+        if verbose:
+            print(f"  {status:6s} {shard}  ({time.perf_counter() - t0:.1f}s, run {result.run_id[:8]})", flush=True)
+    return len(failed)
+
+
+def print_funnel() -> None:
+    import polars as pl
+
+    from caption_assets.settings import load_settings
+    from resources import QualityWarehouse
+
+    settings = load_settings()
+    wh = QualityWarehouse(path=str(settings.warehouse_path))
+    funnel = wh.query(
+        "SELECT stage, outcome, coalesce(reason, '') AS reason, sum(count)::BIGINT AS count, count(DISTINCT partition) AS shards "
+        "FROM funnel GROUP BY ALL ORDER BY stage, outcome, count DESC"
+    )
+    if funnel.is_empty():
+        print(f"The warehouse {settings.warehouse_path} has no funnel rows yet: run `caption-assets demo` first.")
+        return
+    with pl.Config(tbl_rows=200, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, fmt_str_lengths=60):
+        print(funnel)
+
+
+def print_where(home: Path) -> None:
+    from caption_assets.settings import load_settings
+
+    s = load_settings()
+    print("\nWhere to look:")
+    print(f"  UI         {UI_HINT.format(home=home)}")
+    print(f"  warehouse  {s.warehouse_path}   (caption-assets report, or duckdb -readonly)")
+    print(f"  outputs    {s.lake_dir}/<asset>/<shard>.parquet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="caption-assets", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="register the shards of a crawl folder and materialize the chain")
+    run.add_argument("--crawl", type=Path, required=True)
+    run.add_argument("--out", type=Path, required=True, help="data folder: lake, warehouse, dagster_home")
+    run.add_argument("--profile", choices=["demo", "production"], default=None)
+    sub.add_parser("demo", help="run the whole chain on the bundled sample crawl (offline)")
+    report = sub.add_parser("report", help="print the funnel from the quality warehouse")
+    report.add_argument("--out", type=Path, default=None)
+    ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's instance")
+    ui.add_argument("--port", type=int, default=3000)
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "run":
+            home = _configure_env(args.crawl, args.out, args.profile)
+        elif args.command == "demo":
+            home = _configure_env(PROJECT_ROOT / "data" / "sample" / "crawl", None, "demo")
+        else:
+            home = _configure_env(None, getattr(args, "out", None), None)
+        if args.command in ("run", "demo"):
+            t0 = time.perf_counter()
+            print(f"Materializing the chain (DAGSTER_HOME={home})", flush=True)
+            failures = run_chain()
+            print(f"\nDone in {time.perf_counter() - t0:.1f}s.\n")
+            print_funnel()
+            print_where(home)
+            if failures:
+                raise CliError(f"{failures} shard run(s) failed; open the UI's Runs page for the error")
+        elif args.command == "report":
+            print_funnel()
+        elif args.command == "ui":
+            workspace = PROJECT_ROOT / "workspace.yaml"
+            target = ["-w", str(workspace)] if workspace.exists() else ["-m", "caption_assets.definitions"]
+            os.execvp("dagster", ["dagster", "dev", *target, "-h", "127.0.0.1", "-p", str(args.port)])
+    except (CliError, SettingsError) as exc:
+        print(f"caption-assets: {exc}", file=sys.stderr)
+        return 2 if not str(exc).endswith("for the error") else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
