@@ -63,16 +63,23 @@ def run_chain(verbose: bool = True) -> int:
         raise CliError(f"no shards (*.tar, *.parquet, *.csv, *.jsonl) found in {settings.crawl_dir}")
     known = set(instance.get_dynamic_partitions(shards_partitions.name))
     instance.add_dynamic_partitions(shards_partitions.name, [s for s in shards if s not in known])
-    job = defs.resolve_job_def("shard_chain")
     failed: list[str] = []
-    for shard in shards:
+
+    def run(job_name: str, partition: str | None, label: str) -> bool:
         t0 = time.perf_counter()
-        result = job.execute_in_process(partition_key=shard, instance=instance, raise_on_error=False, run_config=QUIET)
-        status = "ok" if result.success else "FAILED"
+        job = defs.resolve_job_def(job_name)
+        result = job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET)
         if not result.success:
-            failed.append(shard)
+            failed.append(f"{job_name}:{label}")
         if verbose:
-            print(f"  {status:6s} {shard}  ({time.perf_counter() - t0:.1f}s, run {result.run_id[:8]})", flush=True)
+            status = "ok" if result.success else "FAILED"
+            print(f"  {status:6s} {job_name:20s} {label}  ({time.perf_counter() - t0:.1f}s, run {result.run_id[:8]})", flush=True)
+        return result.success
+
+    ingested = [shard for shard in shards if run("ingest_shard", shard, shard)]
+    run("train_reward_model", None, "all shards")
+    for shard in ingested:
+        run("shard_models", shard, shard)
     return len(failed)
 
 

@@ -41,6 +41,7 @@ RAW_PAIRS_SCHEMA = {
     "url": pl.String,
     "meta_json": pl.String,
 }
+POINTER_COLUMNS = ["container", "image_path", "image_member", "image_offset", "image_length"]
 QUARANTINE_SCHEMA = {
     "shard": pl.String,
     "stage": pl.String,

@@ -1,19 +1,34 @@
-"""Jobs over the asset graph: the per-shard chain, and ingest alone (what the crawl sensor starts).
+"""Jobs over the asset graph.
 
-Both are partitioned by ``shards`` (inferred from the selected assets).
+The per-shard jobs are partitioned by ``shards`` (inferred from the selected assets); the cross-shard
+assets (reward model, compressed dataset) have their own jobs. ``caption-assets run`` runs them in
+dependency order: ingest every shard, train the referee, then the model stages shard by shard.
 """
 
 from dagster import AssetSelection, define_asset_job
 
+PER_SHARD = AssetSelection.tag("scope", "shard")
 
 ingest_job = define_asset_job(
     "ingest_shard",
     selection=AssetSelection.assets("raw_pairs"),
-    description="Ingest one crawl shard into raw_pairs (and its checks).",
+    description="Ingest one crawl shard into raw_pairs (and its checks). Started by the crawl sensor.",
 )
 
 shard_chain_job = define_asset_job(
     "shard_chain",
-    selection=AssetSelection.tag("scope", "shard"),
+    selection=PER_SHARD,
     description="Every per-shard asset for one shard, raw_pairs first.",
+)
+
+shard_models_job = define_asset_job(
+    "shard_models",
+    selection=PER_SHARD - AssetSelection.assets("raw_pairs"),
+    description="The model stages (scoring onwards) for one already-ingested shard.",
+)
+
+reward_model_job = define_asset_job(
+    "train_reward_model",
+    selection=AssetSelection.assets("alignment_reward_model"),
+    description="Train the alignment reward model on the preference annotations.",
 )

@@ -55,3 +55,19 @@ def table_schema(schema: Mapping[str, pl.DataType], descriptions: Mapping[str, s
             for name, dtype in schema.items()
         ]
     )
+
+
+def md_histogram(values, bins: int = 12, label: str = "score") -> MetadataValue:
+    """A histogram as a markdown table with bars, readable in the UI without a plotting backend."""
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return MetadataValue.md("_no values_")
+    counts, edges = np.histogram(values, bins=bins)
+    peak = max(int(counts.max()), 1)
+    lines = [f"| {label} | count | |", "|---|---:|---|"]
+    for c, lo, hi in zip(counts, edges[:-1], edges[1:]):
+        lines.append(f"| {lo:.3f} – {hi:.3f} | {int(c)} | {'█' * max(1 if c else 0, round(24 * int(c) / peak))} |")
+    return MetadataValue.md("\n".join(lines))

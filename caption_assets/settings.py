@@ -28,6 +28,7 @@ class Settings:
     crawl_dir: Path
     data_dir: Path
     warehouse_path: Path
+    annotations_dir: Path
     clip: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -63,4 +64,5 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         clip["pretrained"] = env["CAPTION_ASSETS_CLIP_PRETRAINED"]
     if "CAPTION_ASSETS_DEVICE" in env:
         clip["device"] = env["CAPTION_ASSETS_DEVICE"]
-    return Settings(profile=profile, crawl_dir=crawl_dir, data_dir=data_dir, warehouse_path=warehouse_path, clip=clip)
+    annotations = _resolve(env.get("CAPTION_ASSETS_ANNOTATIONS_DIR", paths.get("annotations_dir", "data/annotations")))
+    return Settings(profile, crawl_dir, data_dir, warehouse_path, annotations, clip)

@@ -73,3 +73,14 @@ def atomic_write_parquet(df: pl.DataFrame, target: Path) -> None:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class AnnotationSource(ConfigurableResource):
+    """Folder of human-preference JSONL files (schema in caption_assets/annotations.py)."""
+
+    folder: str
+
+    def read(self):
+        from caption_assets.annotations import read_annotations
+
+        return read_annotations(Path(self.folder))

@@ -22,6 +22,9 @@ CREATE TABLE IF NOT EXISTS funnel (
     partition VARCHAR NOT NULL, stage VARCHAR NOT NULL, outcome VARCHAR NOT NULL,
     reason VARCHAR, count BIGINT NOT NULL, run_id VARCHAR, updated_at TIMESTAMP DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS stats (
+    partition VARCHAR NOT NULL, stage VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, run_id VARCHAR
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     partition VARCHAR NOT NULL, stage VARCHAR NOT NULL, key VARCHAR, member VARCHAR,
     reason VARCHAR NOT NULL, message VARCHAR, run_id VARCHAR
@@ -61,8 +64,9 @@ class QualityWarehouse(ConfigurableResource):
         funnel: Sequence[tuple[str, str | None, int]],
         quarantine_parquet: Path | None = None,
         run_id: str | None = None,
+        stats: Sequence[tuple[str, float]] = (),
     ) -> None:
-        """Swap in this partition's funnel rows (and quarantine rows, read straight from parquet)."""
+        """Swap in this partition's funnel rows, named figures, and quarantine rows (read straight from parquet)."""
         funnel_df = pl.DataFrame(
             [(partition, stage, o, r, int(c), run_id) for o, r, c in funnel],
             schema={"partition": pl.String, "stage": pl.String, "outcome": pl.String, "reason": pl.String, "count": pl.Int64, "run_id": pl.String},
@@ -72,6 +76,9 @@ class QualityWarehouse(ConfigurableResource):
             con.execute("BEGIN TRANSACTION")
             con.execute("DELETE FROM funnel WHERE partition = ? AND stage = ?", [partition, stage])
             con.execute("DELETE FROM quarantine WHERE partition = ? AND stage = ?", [partition, stage])
+            con.execute("DELETE FROM stats WHERE partition = ? AND stage = ?", [partition, stage])
+            if stats:
+                con.executemany("INSERT INTO stats VALUES (?, ?, ?, ?, ?)", [(partition, stage, n, float(v), run_id) for n, v in stats])
             con.register("funnel_df", funnel_df.to_arrow())
             con.execute("INSERT INTO funnel (partition, stage, outcome, reason, count, run_id) SELECT * FROM funnel_df")
             if quarantine_parquet is not None:

@@ -1,0 +1,113 @@
+"""``scored_pairs``: CLIP embeddings and scores, reward score, alignment level and keep decision per pair."""
+
+import numpy as np
+import polars as pl
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+
+from caption_assets.assets.reward_model import head_path
+from caption_assets.heuristics import FLAG_ORDER
+from caption_assets.ingest import POINTER_COLUMNS, QUARANTINE_SCHEMA
+from caption_assets.metadata import counts_by, md_histogram, md_table, table_schema
+from caption_assets.partitions import shards_partitions
+from caption_assets.reward import load_head, score_with_head
+from caption_assets.scoring import KeepRules, assign_levels, keep_decisions, level_boundaries
+from resources import ClipScorer, LakeStorage, QualityWarehouse
+
+STAGE = "scored_pairs"
+QUARANTINE = "scored_pairs_quarantine"
+CARRIED = ["uid", "key", "shard", *POINTER_COLUMNS, "sha256", "phash", "width", "height", "caption", "url", "flags", "primary_flag"]
+
+
+class ScoredPairsConfig(Config):
+    """Keep rules and alignment levels. ``level_boundaries`` fixes the edges (e.g. computed over a reference shard)."""
+
+    n_levels: int = 4
+    level_boundaries: list[float] | None = None
+    drop_flags: list[str] = list(FLAG_ORDER)
+    min_clip_score: float | None = None
+    drop_clip_quantile: float = 0.2
+    min_reward_score: float | None = None
+
+
+def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl.DataFrame, pl.DataFrame, str | None]:
+    """Embed and score every raw pair; images that no longer decode become quarantine rows."""
+    image, ok = clip.encode_images(raw.select(POINTER_COLUMNS).rows())
+    text = clip.encode_texts(raw["caption"].to_list())
+    image16, text16 = image.astype(np.float16), text.astype(np.float16)
+    # Score from the stored (float16) embeddings, so clip_score is exactly their cosine downstream too.
+    img32, txt32 = image16.astype(np.float32), text16.astype(np.float32)
+    clip_score = (img32 * txt32).sum(axis=1) / (np.linalg.norm(img32, axis=1) * np.linalg.norm(txt32, axis=1) + 1e-12)
+    reward, version = None, None
+    if head_file is not None and head_file.exists():
+        head, version = load_head(head_file)
+        reward = score_with_head(head, img32, txt32)
+    dim = image.shape[1]
+    scored = raw.select(CARRIED).with_columns(
+        image_emb=pl.Series(image16, dtype=pl.Array(pl.Float16, dim)),
+        text_emb=pl.Series(text16, dtype=pl.Array(pl.Float16, dim)),
+        clip_score=pl.Series(clip_score.astype(np.float32)),
+        reward_score=pl.Series(reward.astype(np.float32)) if reward is not None else pl.lit(None, dtype=pl.Float32),
+    )
+    mask = pl.Series(ok)
+    bad = scored.filter(~mask)
+    quarantine = pl.DataFrame(
+        {"shard": bad["shard"], "stage": STAGE, "key": bad["key"], "member": bad["image_member"], "reason": "image_unreadable", "message": "image no longer decodes from its shard pointer"},
+        schema=QUARANTINE_SCHEMA,
+    )
+    return scored.filter(mask), quarantine, version
+
+
+@asset(
+    partitions_def=shards_partitions,
+    deps=["raw_pairs", "alignment_reward_model"],
+    group_name="scoring",
+    kinds={"pytorch", "parquet"},
+    owners=["team:ml"],
+    tags={"gpu": "true", "stage": "scoring", "scope": "shard"},
+    code_version="scored_pairs-v1",
+    description=(
+        "open_clip image/text embeddings (float16, reused downstream), clip_score (cosine), reward_score from the "
+        "alignment reward model when one exists, NoC-style alignment_level (quantile buckets), and a keep "
+        "decision with its reason (heuristic flags, CLIP threshold, reward threshold)."
+    ),
+)
+def scored_pairs(
+    context: AssetExecutionContext, config: ScoredPairsConfig, clip: ClipScorer, lake: LakeStorage, warehouse: QualityWarehouse
+) -> MaterializeResult:
+    shard = context.partition_key
+    raw = lake.read("raw_pairs", shard)
+    scored, quarantine, reward_version = score_pairs(raw, clip, head_path(lake))
+    scores = scored["clip_score"].to_numpy()
+    bounds = config.level_boundaries if config.level_boundaries is not None else level_boundaries(scores, config.n_levels)
+    scored = scored.with_columns(alignment_level=pl.Series(assign_levels(scores, bounds)))
+    rules = KeepRules(tuple(config.drop_flags), config.min_clip_score, config.drop_clip_quantile, config.min_reward_score)
+    scored, floor = keep_decisions(scored, rules)
+
+    out = lake.write_parquet(scored, STAGE, shard)
+    qpath = lake.write_parquet(quarantine, QUARANTINE, shard)
+    dropped = counts_by(scored.filter(~pl.col("keep")), "drop_reason")
+    funnel = [("in", None, raw.height), ("kept", None, int(scored["keep"].sum()))]
+    funnel += [("filtered", r, n) for r, n in dropped.iter_rows()]
+    funnel += [("quarantined", r, n) for r, n in counts_by(quarantine, "reason").iter_rows()]
+    stats = [("clip_score_mean", float(scores.mean()) if len(scores) else float("nan"))]
+    stats += [(f"level_boundary_{i}", b) for i, b in enumerate(bounds)]
+    if floor is not None:
+        stats.append(("clip_floor", floor))
+    warehouse.replace_partition(STAGE, shard, funnel, qpath, context.run.run_id, stats)
+    return MaterializeResult(
+        metadata={
+            "dagster/row_count": scored.height,
+            "dagster/column_schema": table_schema(dict(scored.schema)),
+            "kept": int(scored["keep"].sum()),
+            "dropped_by_reason": md_table(dropped),
+            "quarantined": quarantine.height,
+            "clip_score_histogram": md_histogram(scores, label="clip_score"),
+            "reward_score_histogram": md_histogram(scored["reward_score"].drop_nulls().to_numpy(), label="reward_score"),
+            "alignment_level_boundaries": MetadataValue.json(bounds),
+            "alignment_level_counts": md_table(counts_by(scored, "alignment_level").sort("alignment_level")),
+            "clip_floor": floor if floor is not None else "none",
+            "clip_model": clip.model_id(),
+            "reward_model_version": reward_version or "none",
+            "path": MetadataValue.path(str(out)),
+        }
+    )

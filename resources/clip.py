@@ -1,0 +1,211 @@
+"""``ClipScorer``: open_clip image/text embeddings and cosine scores, batched, fed by a DataLoader.
+
+Images are decoded straight from the ``raw_pairs`` pointers inside the worker processes. The model
+is loaded once per process (module-level cache behind resource setup), whatever the number of
+partitions or runs in that process. The ``demo`` profile's weights are random but deterministic,
+built on first use and saved as a checkpoint file that is then loaded through the same
+path-to-checkpoint route a user's downloaded weights take.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import open_clip
+import torch
+from dagster import ConfigurableResource, InitResourceContext
+from PIL import Image
+from pydantic import PrivateAttr
+from torch.utils.data import DataLoader, Dataset
+
+from caption_assets.readers import read_image_bytes
+
+log = logging.getLogger(__name__)
+
+# A small open_clip architecture for the offline demo and the tests: ViT and text transformer of width 128.
+DEMO_MODEL_NAME = "demo-tiny-clip"
+DEMO_MODEL_CONFIG: dict[str, Any] = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 128, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
+}
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+LOAD_COUNT = {"n": 0}  # how many times a model was actually built in this process (tests read it)
+_lock = threading.Lock()
+
+
+def register_demo_config(name: str = DEMO_MODEL_NAME, config: dict[str, Any] | None = None) -> None:
+    """Make a small architecture known to open_clip under ``name`` (its model-config registry)."""
+    from open_clip.factory import _MODEL_CONFIGS
+
+    if name not in _MODEL_CONFIGS:
+        _MODEL_CONFIGS[name] = json.loads(json.dumps(config or DEMO_MODEL_CONFIG))
+
+
+def build_random_checkpoint(path: Path, model_name: str = DEMO_MODEL_NAME, seed: int = 0) -> Path:
+    """Random-weight checkpoint, deterministic for (model_name, seed), saved with torch.save.
+
+    Scores from these weights MEAN NOTHING; they exist so every code path runs offline.
+    """
+    register_demo_config()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    model = open_clip.create_model(model_name, pretrained=None)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": model.state_dict(), "note": "RANDOM WEIGHTS (demo): scores mean nothing"}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@lru_cache(maxsize=4)
+def load_clip(model_name: str, pretrained: str, device: str, precision: str) -> tuple[torch.nn.Module, Callable, Callable]:
+    """(model, image preprocess, tokenizer), built once per process for a given configuration."""
+    register_demo_config()
+    LOAD_COUNT["n"] += 1
+    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+    model.eval()
+    if device.startswith("cuda") and precision != "fp32":
+        model = model.to(PRECISIONS[precision])
+    return model, preprocess, open_clip.get_tokenizer(model_name)
+
+
+class PointerImages(Dataset):
+    """Decode + preprocess images from (container, path, member, offset, length) pointers."""
+
+    def __init__(self, refs: Sequence[tuple], preprocess: Callable, image_size: int):
+        self.refs, self.preprocess, self.size = refs, preprocess, image_size
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
+        try:
+            with Image.open(io.BytesIO(read_image_bytes(*self.refs[i]))) as im:
+                return self.preprocess(im.convert("RGB")), True
+        except Exception:  # noqa: BLE001 - the shard changed since ingest; the caller quarantines the row
+            return torch.zeros(3, self.size, self.size), False
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class ClipScorer(ConfigurableResource):
+    """open_clip scorer. ``pretrained``: an open_clip tag, a local checkpoint path, or ``demo``."""
+
+    model_name: str = "ViT-B-32"
+    pretrained: str = "laion2b_s34b_b79k"
+    device: str = "auto"
+    precision: str = "fp32"
+    batch_size: int = 64
+    num_workers: int = 2
+    models_dir: str = "data/models"
+
+    _model: Any = PrivateAttr(default=None)
+    _preprocess: Any = PrivateAttr(default=None)
+    _tokenizer: Any = PrivateAttr(default=None)
+    _device: str = PrivateAttr(default="cpu")
+
+    def setup_for_execution(self, context: InitResourceContext | None = None) -> None:
+        self.load()
+
+    def checkpoint(self) -> str:
+        """What ``pretrained`` resolves to: the demo checkpoint path, a local file, or a tag."""
+        if self.pretrained == "demo":
+            path = Path(self.models_dir) / f"{self.model_name}-random-seed0.pt"
+            with _lock:
+                if not path.exists():
+                    build_random_checkpoint(path, self.model_name)
+            return str(path.resolve())
+        return self.pretrained
+
+    def load(self) -> None:
+        if self._model is None:
+            self._device = resolve_device(self.device)
+            self._model, self._preprocess, self._tokenizer = load_clip(self.model_name, self.checkpoint(), self._device, self.precision)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        self.load()
+        return self._model
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[1]) if hasattr(self.model, "text_projection") else int(self.model.embed_dim)
+
+    def model_id(self) -> str:
+        return f"{self.model_name}:{Path(self.pretrained).name if self.pretrained != 'demo' else 'demo-random-seed0'}"
+
+    def _autocast(self):
+        if self._device.startswith("cuda") and self.precision != "fp32":
+            return torch.autocast("cuda", dtype=PRECISIONS[self.precision])
+        return torch.autocast("cpu", enabled=False)
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised text embeddings, float32 [N, D]."""
+        self.load()
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            tokens = self._tokenizer(list(texts[start : start + self.batch_size])).to(self._device)
+            out.append(self._run(lambda t: self._model.encode_text(t), tokens))
+        return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
+
+    @torch.inference_mode()
+    def encode_images(self, refs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
+        """(L2-normalised image embeddings float32 [N, D], ok mask [N]) read from shard pointers."""
+        self.load()
+        size = _image_size(self._preprocess)
+        loader = DataLoader(
+            PointerImages(refs, self._preprocess, size),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self._device.startswith("cuda"),
+            worker_init_fn=_worker_init if self.num_workers else None,
+            persistent_workers=False,
+        )
+        embs, oks = [], []
+        for pixels, ok in loader:
+            pixels = pixels.to(self._device, non_blocking=True)
+            embs.append(self._run(lambda p: self._model.encode_image(p), pixels))
+            oks.append(ok.numpy())
+        if not embs:
+            return np.zeros((0, self.embed_dim), np.float32), np.zeros(0, bool)
+        return np.concatenate(embs), np.concatenate(oks)
+
+    def _run(self, fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> np.ndarray:
+        """Forward a batch; on CUDA out-of-memory, split it in halves and retry (no record lost)."""
+        try:
+            with self._autocast():
+                emb = fn(batch)
+            return torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy()
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            half = len(batch) // 2
+            log.warning("out of memory on a batch of %d; retrying as %d + %d", len(batch), half, len(batch) - half)
+            return np.concatenate([self._run(fn, batch[:half]), self._run(fn, batch[half:])])
+
+
+def _image_size(preprocess: Callable) -> int:
+    for t in getattr(preprocess, "transforms", []):
+        size = getattr(t, "size", None)
+        if size is not None:
+            return int(size if isinstance(size, int) else size[0])
+    return 224
