@@ -23,7 +23,10 @@ def test_run_report_and_failures(tmp_path: Path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPTION_ASSETS_", "DAGSTER_HOME"))}
     done = cli("run", "--crawl", str(crawl), "--out", str(out), env=env)
     assert done.returncode == 0, done.stderr
-    assert "ok     a.tar" in done.stdout and str(out / "warehouse.duckdb") in done.stdout
+    lines = done.stdout.splitlines()
+    assert any(line.split()[:3] == ["ok", "ingest_shard", "a.tar"] for line in lines if line.strip())
+    assert any(line.split()[:3] == ["ok", "shard_models", "a.tar"] for line in lines if line.strip())
+    assert str(out / "warehouse.duckdb") in done.stdout
     home = out / "dagster_home"
     with DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_dynamic_partitions("shards") == ["a.tar"]
