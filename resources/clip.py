@@ -95,9 +95,22 @@ class PointerImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
         try:
             with Image.open(io.BytesIO(read_image_bytes(*self.refs[i]))) as im:
+                im.draft("RGB", (self.size, self.size))  # JPEG: decode at 1/2..1/8 scale when that still covers the model's input
                 return self.preprocess(im.convert("RGB")), True
         except Exception:  # noqa: BLE001 - the shard changed since ingest; the caller quarantines the row
             return torch.zeros(3, self.size, self.size), False
+
+
+class PointerPairs(PointerImages):
+    """Image pixels and caption tokens together: tokenizing (Python BPE) runs in the workers too."""
+
+    def __init__(self, refs: Sequence[tuple], captions: Sequence[str], preprocess: Callable, tokenizer: Callable, image_size: int):
+        super().__init__(refs, preprocess, image_size)
+        self.captions, self.tokenizer = captions, tokenizer
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, bool]:  # type: ignore[override]
+        pixels, ok = super().__getitem__(i)
+        return pixels, self.tokenizer([self.captions[i]])[0], ok
 
 
 def _worker_init(_: int) -> None:
@@ -169,23 +182,40 @@ class ClipScorer(ConfigurableResource):
     def encode_images(self, refs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
         """(L2-normalised image embeddings float32 [N, D], ok mask [N]) read from shard pointers."""
         self.load()
-        size = _image_size(self._preprocess)
-        loader = DataLoader(
-            PointerImages(refs, self._preprocess, size),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self._device.startswith("cuda"),
-            worker_init_fn=_worker_init if self.num_workers else None,
-            persistent_workers=False,
-        )
         embs, oks = [], []
-        for pixels, ok in loader:
+        for pixels, ok in self._loader(PointerImages(refs, self._preprocess, _image_size(self._preprocess))):
             pixels = pixels.to(self._device, non_blocking=True)
             embs.append(self._run(lambda p: self._model.encode_image(p), pixels))
             oks.append(ok.numpy())
         if not embs:
             return np.zeros((0, self.embed_dim), np.float32), np.zeros(0, bool)
         return np.concatenate(embs), np.concatenate(oks)
+
+    @torch.inference_mode()
+    def encode_pairs(self, refs: Sequence[tuple], captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One pass over (image pointer, caption) pairs: (image emb, text emb, image-ok mask), float32, L2-normalised."""
+        self.load()
+        dataset = PointerPairs(refs, captions, self._preprocess, self._tokenizer, _image_size(self._preprocess))
+        imgs, txts, oks = [], [], []
+        for pixels, tokens, ok in self._loader(dataset):
+            imgs.append(self._run(lambda p: self._model.encode_image(p), pixels.to(self._device, non_blocking=True)))
+            txts.append(self._run(lambda t: self._model.encode_text(t), tokens.to(self._device, non_blocking=True)))
+            oks.append(ok.numpy())
+        if not imgs:
+            empty = np.zeros((0, self.embed_dim), np.float32)
+            return empty, empty, np.zeros(0, bool)
+        return np.concatenate(imgs), np.concatenate(txts), np.concatenate(oks)
+
+    def _loader(self, dataset: Dataset) -> DataLoader:
+        workers = self.num_workers if len(dataset) > self.batch_size else 0  # a worker pool costs more than one batch
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=workers,
+            pin_memory=self._device.startswith("cuda"),
+            worker_init_fn=_worker_init if workers else None,
+            prefetch_factor=4 if workers else None,
+        )
 
     def _run(self, fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> np.ndarray:
         """Forward a batch; on CUDA out-of-memory, split it in halves and retry (no record lost)."""

@@ -31,8 +31,7 @@ class ScoredPairsConfig(Config):
 
 def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl.DataFrame, pl.DataFrame, str | None]:
     """Embed and score every raw pair; images that no longer decode become quarantine rows."""
-    image, ok = clip.encode_images(raw.select(POINTER_COLUMNS).rows())
-    text = clip.encode_texts(raw["caption"].to_list())
+    image, text, ok = clip.encode_pairs(raw.select(POINTER_COLUMNS).rows(), raw["caption"].to_list())
     image16, text16 = image.astype(np.float16), text.astype(np.float16)
     # Score from the stored (float16) embeddings, so clip_score is exactly their cosine downstream too.
     img32, txt32 = image16.astype(np.float32), text16.astype(np.float32)
