@@ -2,31 +2,53 @@
 
 from __future__ import annotations
 
-from dagster import Definitions
+import os
 
+from dagster import Definitions, EnvVar
+
+from caption_assets.assets.experts import vision_expert_tags
+from caption_assets.assets.fusion import fused_captions
 from caption_assets.assets.raw_pairs import raw_pairs, raw_pairs_reconcile
+from caption_assets.assets.recaption import recaptioned_pairs
 from caption_assets.assets.reward_model import alignment_reward_model
 from caption_assets.assets.scored_pairs import scored_pairs
 from caption_assets.jobs import ingest_job, reward_model_job, shard_chain_job, shard_models_job
 from caption_assets.sensors import crawl_sensor
 from caption_assets.settings import Settings, load_settings
-from resources import AnnotationSource, ClipScorer, CrawlSource, LakeStorage, QualityWarehouse
+from resources import AnnotationSource, CaptionFuser, Captioner, ClipScorer, VisionExperts, CrawlSource, LakeStorage, QualityWarehouse
+
+
+def fuser_config(settings: Settings) -> dict[str, object]:
+    """Endpoint and key come from the environment at run time (EnvVar), never baked into the definitions."""
+    config: dict[str, object] = dict(settings.fuser)
+    if "CAPTION_ASSETS_FUSER_URL" in settings.env:
+        config["endpoint_url"] = EnvVar("CAPTION_ASSETS_FUSER_URL")
+    if "CAPTION_ASSETS_FUSER_API_KEY" in settings.env:
+        config["api_key"] = EnvVar("CAPTION_ASSETS_FUSER_API_KEY")
+    return config
 
 
 def build_resources(settings: Settings) -> dict[str, object]:
+    models = str(settings.data_dir / "models")
     return {
         "crawl": CrawlSource(crawl_dir=str(settings.crawl_dir)),
         "lake": LakeStorage(root=str(settings.lake_dir)),
         "warehouse": QualityWarehouse(path=str(settings.warehouse_path)),
         "annotations": AnnotationSource(folder=str(settings.annotations_dir)),
-        "clip": ClipScorer(**settings.clip, models_dir=str(settings.data_dir / "models")),
+        "clip": ClipScorer(**settings.clip, models_dir=models),
+        "captioner": Captioner(**settings.captioner, models_dir=models),
+        "experts": VisionExperts(**settings.experts),
+        "fuser": CaptionFuser(**fuser_config(settings)),
     }
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
+    if settings.profile == "demo":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never talks to a model hub
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return Definitions(
-        assets=[raw_pairs, alignment_reward_model, scored_pairs],
+        assets=[raw_pairs, alignment_reward_model, scored_pairs, recaptioned_pairs, vision_expert_tags, fused_captions],
         asset_checks=[raw_pairs_reconcile],
         jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job],
         sensors=[crawl_sensor],

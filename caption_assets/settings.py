@@ -30,6 +30,10 @@ class Settings:
     warehouse_path: Path
     annotations_dir: Path
     clip: dict[str, Any] = field(default_factory=dict)
+    captioner: dict[str, Any] = field(default_factory=dict)
+    experts: dict[str, Any] = field(default_factory=dict)
+    fuser: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def lake_dir(self) -> Path:
@@ -65,4 +69,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if "CAPTION_ASSETS_DEVICE" in env:
         clip["device"] = env["CAPTION_ASSETS_DEVICE"]
     annotations = _resolve(env.get("CAPTION_ASSETS_ANNOTATIONS_DIR", paths.get("annotations_dir", "data/annotations")))
-    return Settings(profile, crawl_dir, data_dir, warehouse_path, annotations, clip)
+    sections = {name: dict(raw.get(name) or {}) for name in ("captioner", "experts", "fuser")}
+    for name, section in {"clip": clip, **sections}.items():
+        if not isinstance(section, dict):
+            raise SettingsError(f"profile {profile!r}: section {name!r} must be a mapping")
+    if "CAPTION_ASSETS_CAPTIONER" in env:
+        sections["captioner"]["model"] = env["CAPTION_ASSETS_CAPTIONER"]
+    if "CAPTION_ASSETS_FUSER_BACKEND" in env:
+        sections["fuser"]["backend"] = env["CAPTION_ASSETS_FUSER_BACKEND"]
+    passed = {k: v for k, v in env.items() if k in ("CAPTION_ASSETS_FUSER_URL", "CAPTION_ASSETS_FUSER_API_KEY")}
+    return Settings(profile, crawl_dir, data_dir, warehouse_path, annotations, clip, env=passed, **sections)

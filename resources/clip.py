@@ -9,7 +9,6 @@ path-to-checkpoint route a user's downloaded weights take.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import threading
@@ -22,11 +21,10 @@ import numpy as np
 import open_clip
 import torch
 from dagster import ConfigurableResource, InitResourceContext
-from PIL import Image
 from pydantic import PrivateAttr
 from torch.utils.data import DataLoader, Dataset
 
-from caption_assets.readers import read_image_bytes
+from resources.pointer_data import PointerImages, PointerPairs, pointer_loader
 
 log = logging.getLogger(__name__)
 
@@ -81,40 +79,6 @@ def load_clip(model_name: str, pretrained: str, device: str, precision: str) -> 
     if device.startswith("cuda") and precision != "fp32":
         model = model.to(PRECISIONS[precision])
     return model, preprocess, open_clip.get_tokenizer(model_name)
-
-
-class PointerImages(Dataset):
-    """Decode + preprocess images from (container, path, member, offset, length) pointers."""
-
-    def __init__(self, refs: Sequence[tuple], preprocess: Callable, image_size: int):
-        self.refs, self.preprocess, self.size = refs, preprocess, image_size
-
-    def __len__(self) -> int:
-        return len(self.refs)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, bool]:
-        try:
-            with Image.open(io.BytesIO(read_image_bytes(*self.refs[i]))) as im:
-                im.draft("RGB", (self.size, self.size))  # JPEG: decode at 1/2..1/8 scale when that still covers the model's input
-                return self.preprocess(im.convert("RGB")), True
-        except Exception:  # noqa: BLE001 - the shard changed since ingest; the caller quarantines the row
-            return torch.zeros(3, self.size, self.size), False
-
-
-class PointerPairs(PointerImages):
-    """Image pixels and caption tokens together: tokenizing (Python BPE) runs in the workers too."""
-
-    def __init__(self, refs: Sequence[tuple], captions: Sequence[str], preprocess: Callable, tokenizer: Callable, image_size: int):
-        super().__init__(refs, preprocess, image_size)
-        self.captions, self.tokenizer = captions, tokenizer
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, bool]:  # type: ignore[override]
-        pixels, ok = super().__getitem__(i)
-        return pixels, self.tokenizer([self.captions[i]])[0], ok
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
 
 
 class ClipScorer(ConfigurableResource):
@@ -207,15 +171,7 @@ class ClipScorer(ConfigurableResource):
         return np.concatenate(imgs), np.concatenate(txts), np.concatenate(oks)
 
     def _loader(self, dataset: Dataset) -> DataLoader:
-        workers = self.num_workers if len(dataset) > self.batch_size else 0  # a worker pool costs more than one batch
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            num_workers=workers,
-            pin_memory=self._device.startswith("cuda"),
-            worker_init_fn=_worker_init if workers else None,
-            prefetch_factor=4 if workers else None,
-        )
+        return pointer_loader(dataset, self.batch_size, self.num_workers, self._device)
 
     def _run(self, fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> np.ndarray:
         """Forward a batch; on CUDA out-of-memory, split it in halves and retry (no record lost)."""

@@ -1,0 +1,111 @@
+"""Caption fusion (CapsFusion / VeCLIP / FuseCap): prompt templates, a rule-based fuser, guardrails.
+
+Pure functions. The templates are versioned files in ``caption_assets/prompts``; changing a prompt
+means adding ``<name>_v<N+1>.txt`` so fused outputs stay traceable to the prompt that made them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from string import Template
+
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+
+REFUSAL_PATTERNS = re.compile(
+    r"(?i)\b(i'?m sorry|i am sorry|i cannot|i can't|i can not|as an ai|language model|i'?m unable|i am unable|cannot help)\b"
+)
+# Fragments of our own templates that must never appear in an accepted caption.
+ECHO_PATTERNS = re.compile(r"(?i)(sentence 1|sentence 2|alt-text:|model caption:|vision experts:|web alt-text|new caption|^caption:)")
+_NUMBER = re.compile(r"\b\d+(?:[.,]\d+)*\b")
+_WORD = re.compile(r"[A-Za-z][\w'-]*")
+_SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)([A-Z][\w'-]*)")
+
+
+@dataclass(frozen=True)
+class FusionInput:
+    alt_text: str
+    synthetic_caption: str
+    expert_facts: str = ""
+
+
+@lru_cache(maxsize=16)
+def load_template(name: str) -> Template:
+    path = PROMPTS_DIR / f"{name}.txt"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.txt")))
+        raise ValueError(f"fusion template {name!r} does not exist (known: {known})")
+    return Template(path.read_text(encoding="utf-8").strip())
+
+
+def render_prompt(name: str, item: FusionInput) -> str:
+    return load_template(name).substitute(
+        alt_text=item.alt_text.strip(), synthetic_caption=item.synthetic_caption.strip(), expert_facts=item.expert_facts.strip() or "none"
+    )
+
+
+def expert_facts(tags: Sequence[str], ocr_text: str | None) -> str:
+    parts = []
+    if tags:
+        parts.append("objects: " + ", ".join(tags))
+    if ocr_text:
+        parts.append(f'visible text: "{ocr_text}"')
+    return "; ".join(parts)
+
+
+def rule_fuse(item: FusionInput, alt_informative: bool, tags: Sequence[str] = (), ocr_text: str | None = None) -> str:
+    """Deterministic fusion without a model: the synthetic caption, the alt-text's knowledge when it is
+    informative, the OCR text when there is some. Used by the demo profile and as the fallback."""
+    base = item.synthetic_caption.strip().rstrip(".")
+    parts = [base] if base else []
+    if alt_informative and item.alt_text.strip():
+        parts.append(item.alt_text.strip().rstrip("."))
+    if ocr_text:
+        parts.append(f'with the text "{ocr_text.strip()}"')
+    return ", ".join(parts)
+
+
+def entities(text: str) -> set[str]:
+    """Numbers and capitalised words that do not start a sentence: a light named-entity proxy."""
+    found = {m.group(0) for m in _NUMBER.finditer(text)}
+    starts = {m.start(1) for m in _SENTENCE_START.finditer(text)}
+    found |= {m.group(0) for m in _WORD.finditer(text) if m.group(0)[0].isupper() and m.start() not in starts}
+    return found
+
+
+def unsupported_entities(fused: str, sources: Sequence[str]) -> list[str]:
+    """Entities of ``fused`` found in none of the inputs (case-insensitive word match)."""
+    vocab = set()
+    for s in sources:
+        vocab |= {w.lower() for w in _WORD.findall(s)} | set(_NUMBER.findall(s))
+    return sorted(e for e in entities(fused) if e.lower() not in vocab and e not in vocab)
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    min_words: int = 3
+    max_words: int = 77
+    score_margin: float = 0.02
+
+
+def reject_reason(fused: str | None, sources: Sequence[str], fused_score: float | None, best_input_score: float, g: Guardrails) -> str | None:
+    """None when the fused caption may replace its inputs, else the first failing guardrail."""
+    if fused is None or not fused.strip():
+        return "empty"
+    words = len(fused.split())
+    if words < g.min_words:
+        return "too_short"
+    if words > g.max_words:
+        return "too_long"
+    if REFUSAL_PATTERNS.search(fused):
+        return "refusal"
+    if ECHO_PATTERNS.search(fused):
+        return "prompt_echo"
+    if unsupported_entities(fused, sources):
+        return "hallucinated_entity"
+    if fused_score is None or fused_score < best_input_score - g.score_margin:
+        return "low_score"
+    return None
