@@ -1,0 +1,216 @@
+"""Captioner decoding modes, CLIP reranking, fusion templates, guardrails and the fuser backends."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from caption_assets.assets.recaption import rerank
+from caption_assets.decoding import distinct_ngram_ratio
+from caption_assets.fusion import FusionInput, Guardrails, reject_reason, render_prompt, rule_fuse, unsupported_entities
+from resources.captioner import Captioner
+from resources.clip import ClipScorer, build_random_checkpoint
+from resources.fuser import CaptionFuser
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+def captioner(models_dir: Path, decoding: str, **kw) -> Captioner:
+    c = Captioner(model="demo", models_dir=str(models_dir), decoding=decoding, num_workers=0, max_new_tokens=8, **kw)
+    c.load()
+    return c
+
+
+PIXELS = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("decoding", ["beam", "diverse_beam", "sampling"])
+def test_decoding_modes_give_the_requested_distinct_candidates(models_dir: Path, decoding: str):
+    out = captioner(models_dir, decoding, num_candidates=4).generate(PIXELS)
+    assert len(out) == 3
+    assert all(len(c) == 4 and len(set(c)) == 4 for c in out)
+
+
+def test_greedy_gives_one_candidate(models_dir: Path):
+    out = captioner(models_dir, "greedy", num_candidates=4).generate(PIXELS)
+    assert [len(c) for c in out] == [1, 1, 1]
+
+
+def test_diverse_beam_search_diversifies_where_beam_search_repeats(models_dir: Path):
+    beam = captioner(models_dir, "beam", num_candidates=4).generate(PIXELS)
+    dbs = captioner(models_dir, "diverse_beam", num_candidates=4, beams_per_group=2, diversity_penalty=5.0).generate(PIXELS)
+    for b, d in zip(beam, dbs):
+        assert distinct_ngram_ratio(d, 2) > distinct_ngram_ratio(b, 2)
+        first_words = [c.split()[0] if c else "" for c in d]
+        assert len(set(first_words)) == 4  # each group opened with a word no earlier group used
+    # plain beam search: near-duplicates that share most of their words
+    assert np.mean([distinct_ngram_ratio(b, 2) for b in beam]) < 0.5
+
+
+def test_rerank_picks_the_highest_scoring_candidate(models_dir: Path):
+    clip = ClipScorer(model_name="demo-tiny-clip", pretrained=str(build_random_checkpoint(models_dir / "clip.pt")), num_workers=0)
+    images = clip.encode_texts(["a red square", "a blue circle"])  # any unit vectors stand in for images
+    candidates = [["a red square", "", "a dog"], ["a blue circle", "a cat", "a red square"]]
+    scores, best, emb = rerank(images, candidates, clip)
+    for s, b in zip(scores, best):
+        assert b == int(np.argmax(s)) and np.isfinite(s[b])
+    assert scores[0][1] == -np.inf  # the empty candidate is never chosen
+    assert best.tolist() == [0, 0]  # an image's own text wins
+    assert emb.shape == (2, 128)
+
+
+def test_templates_render_exactly():
+    item = FusionInput("Eiffel Tower at night, Paris 2019", "a tall metal tower lit up at night", "objects: tower; visible text: \"PARIS\"")
+    assert render_prompt("veclip_v1", item) == (
+        "Rewrite the following two descriptions of one image as a single coherent caption.\n"
+        "Keep the concrete visual content of the model caption and the named entities of the web alt-text that are consistent with it; "
+        "drop anything that contradicts the visual content.\n"
+        "Web alt-text: Eiffel Tower at night, Paris 2019\n"
+        "Model caption: a tall metal tower lit up at night\n"
+        "Caption:"
+    )
+    fusecap = render_prompt("fusecap_v1", item)
+    assert fusecap.endswith('Vision experts: objects: tower; visible text: "PARIS"\nCaption:')
+    caps = render_prompt("capsfusion_v1", FusionInput("alt", "syn"))
+    assert "Sentence 1: alt\nSentence 2: syn\n" in caps
+    with pytest.raises(ValueError, match="does not exist"):
+        render_prompt("capsfusion_v9", item)
+
+
+def test_rule_fuser():
+    item = FusionInput("Eiffel Tower, Paris.", "a tall tower at night.")
+    assert rule_fuse(item, True, ocr_text="PARIS") == 'a tall tower at night, Eiffel Tower, Paris, with the text "PARIS"'
+    assert rule_fuse(item, False) == "a tall tower at night"
+
+
+SOURCES = ["Eiffel Tower at night, Paris 2019", "a tall metal tower lit up at night", ""]
+G = Guardrails(min_words=3, max_words=20, score_margin=0.02)
+
+
+@pytest.mark.parametrize(
+    "fused, score, reason",
+    [
+        ("", 0.5, "empty"),
+        (None, 0.5, "empty"),
+        ("a tower", 0.5, "too_short"),
+        ("tower " * 25, 0.5, "too_long"),
+        ("I'm sorry, I cannot describe this image.", 0.5, "refusal"),
+        ("Sentence 1: the Eiffel Tower at night", 0.5, "prompt_echo"),
+        ("The Eiffel Tower in London at night", 0.5, "hallucinated_entity"),
+        ("The Eiffel Tower at night in 2021", 0.5, "hallucinated_entity"),
+        ("The Eiffel Tower in Paris lit up at night", 0.27, "low_score"),
+        ("The Eiffel Tower in Paris lit up at night, 2019", 0.29, None),
+    ],
+)
+def test_guardrails(fused, score, reason):
+    assert reject_reason(fused, SOURCES, score, 0.30, G) == reason
+
+
+def test_sentence_initial_capitals_are_not_entities():
+    assert unsupported_entities("A tall tower. The lights are on", ["a tall tower with lights on"]) == []
+
+
+class Stub(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /chat/completions stub with a fixed latency and scripted failures."""
+
+    latency = 0.05
+    active = 0
+    peak = 0
+    lock = threading.Lock()
+    calls: dict[str, int] = {}
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][0]["content"]
+        with Stub.lock:
+            Stub.active += 1
+            Stub.peak = max(Stub.peak, Stub.active)
+            Stub.calls[prompt] = Stub.calls.get(prompt, 0) + 1
+            n = Stub.calls[prompt]
+        try:
+            time.sleep(Stub.latency)
+            if "SLOW" in prompt:
+                time.sleep(1.0)
+            if "FLAKY" in prompt and n == 1:
+                return self._send(500, b"{}")
+            if "GARBAGE" in prompt:
+                return self._send(200, b"<html>not json</html>")
+            answer = "a fused caption for " + prompt.split("Sentence 2: ")[1].split("\n")[0]
+            self._send(200, json.dumps({"choices": [{"message": {"role": "assistant", "content": answer}}]}).encode())
+        finally:
+            with Stub.lock:
+                Stub.active -= 1
+
+    def _send(self, code: int, payload: bytes):
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Stub.calls, Stub.peak = {}, 0
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_openai_backend_concurrency_retries_and_per_record_fallback(stub_url: str):
+    fuser = CaptionFuser(backend="openai", endpoint_url=stub_url, model="stub", max_concurrency=8, timeout_s=0.5, max_retries=1)
+    fuser.setup_for_execution()
+    items = [FusionInput(f"alt {i}", f"syn {i}") for i in range(16)]
+    items += [FusionInput("alt", "SLOW one"), FusionInput("alt", "GARBAGE one"), FusionInput("alt", "FLAKY one")]
+    out = fuser.fuse(items)
+    fuser.teardown_after_execution()
+    assert out[:16] == [(f"a fused caption for syn {i}", None) for i in range(16)]
+    assert out[16] == (None, "endpoint_timeout")
+    assert out[17] == (None, "endpoint_garbage")
+    assert out[18] == ("a fused caption for FLAKY one", None)  # retried after a 500
+    assert 2 <= Stub.peak <= 8  # concurrent, and bounded
+
+
+def test_config_errors_name_the_setting():
+    with pytest.raises(ValueError, match="backend='vllm'"):
+        CaptionFuser(backend="vllm").validate()
+    with pytest.raises(ValueError, match="endpoint_url"):
+        CaptionFuser(backend="openai").validate()
+    with pytest.raises(ValueError, match="decoding='topk'"):
+        Captioner(model="demo", decoding="topk").setup_for_execution()
+
+
+def test_transformers_backend_with_a_local_chat_model(tmp_path: Path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["a fused caption of the tower at night merge sentence"], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[BOS]", "[EOS]", "[UNK]"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]")
+    tokenizer.chat_template = "{% for m in messages %}[BOS] {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}[BOS]{% endif %}"
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2))
+    model.save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
+    fuser = CaptionFuser(backend="transformers", model=str(tmp_path / "llm"), max_new_tokens=5, batch_size=2, device="cpu")
+    fuser.setup_for_execution()
+    out = fuser.fuse([FusionInput("the tower", "a tower at night"), FusionInput("a", "b"), FusionInput("c", "d")])
+    assert len(out) == 3 and all(isinstance(t, str) and err is None for t, err in out)
