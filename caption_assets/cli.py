@@ -80,6 +80,7 @@ def run_chain(verbose: bool = True) -> int:
     run("train_reward_model", None, "all shards")
     for shard in ingested:
         run("shard_models", shard, shard)
+    run("compress_dataset", None, "all shards")
     return len(failed)
 
 
@@ -102,6 +103,17 @@ def print_funnel() -> None:
         print(funnel)
 
 
+def write_html(path: Path) -> None:
+    from caption_assets.assets.compressed import build_report
+    from caption_assets.settings import load_settings
+    from resources import LakeStorage, QualityWarehouse
+
+    s = load_settings()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(build_report(LakeStorage(root=str(s.lake_dir)), QualityWarehouse(path=str(s.warehouse_path))), encoding="utf-8")
+    print(f"wrote {path}")
+
+
 def print_where(home: Path) -> None:
     from caption_assets.settings import load_settings
 
@@ -110,6 +122,12 @@ def print_where(home: Path) -> None:
     print(f"  UI         {UI_HINT.format(home=home)}")
     print(f"  warehouse  {s.warehouse_path}   (caption-assets report, or duckdb -readonly)")
     print(f"  outputs    {s.lake_dir}/<asset>/<shard>.parquet")
+    export = s.lake_dir / "compressed_dataset"
+    if (export / "manifest.parquet").exists():
+        shards = sorted(export.glob("shard-*.tar"))
+        print(f"  dataset    {export}/shard-*.tar ({len(shards)} WebDataset shard(s))")
+        print(f"  manifest   {export / 'manifest.parquet'}")
+        print(f"  report     {export / 'report.html'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, required=True, help="data folder: lake, warehouse, dagster_home")
     run.add_argument("--profile", choices=["demo", "production"], default=None)
     sub.add_parser("demo", help="run the whole chain on the bundled sample crawl (offline)")
-    report = sub.add_parser("report", help="print the funnel from the quality warehouse")
+    report = sub.add_parser("report", help="print the funnel from the quality warehouse (and write the HTML report)")
     report.add_argument("--out", type=Path, default=None)
+    report.add_argument("--html", type=Path, default=None, help="write the one-page HTML report here")
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's instance")
     ui.add_argument("--port", type=int, default=3000)
     args = ap.parse_args(argv)
@@ -143,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise CliError(f"{failures} shard run(s) failed; open the UI's Runs page for the error")
         elif args.command == "report":
             print_funnel()
+            if args.html:
+                write_html(args.html)
         elif args.command == "ui":
             workspace = PROJECT_ROOT / "workspace.yaml"
             target = ["-w", str(workspace)] if workspace.exists() else ["-m", "caption_assets.definitions"]

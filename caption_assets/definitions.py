@@ -6,13 +6,14 @@ import os
 
 from dagster import Definitions, EnvVar
 
+from caption_assets.assets.compressed import compressed_dataset
 from caption_assets.assets.experts import vision_expert_tags
 from caption_assets.assets.fusion import fused_captions
 from caption_assets.assets.raw_pairs import raw_pairs, raw_pairs_reconcile
 from caption_assets.assets.recaption import recaptioned_pairs
 from caption_assets.assets.reward_model import alignment_reward_model
 from caption_assets.assets.scored_pairs import scored_pairs
-from caption_assets.jobs import ingest_job, reward_model_job, shard_chain_job, shard_models_job
+from caption_assets.jobs import compress_job, ingest_job, reward_model_job, shard_chain_job, shard_models_job
 from caption_assets.sensors import crawl_sensor
 from caption_assets.settings import Settings, load_settings
 from resources import AnnotationSource, CaptionFuser, Captioner, ClipScorer, VisionExperts, CrawlSource, LakeStorage, QualityWarehouse
@@ -48,9 +49,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never talks to a model hub
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     return Definitions(
-        assets=[raw_pairs, alignment_reward_model, scored_pairs, recaptioned_pairs, vision_expert_tags, fused_captions],
+        assets=[raw_pairs, alignment_reward_model, scored_pairs, recaptioned_pairs, vision_expert_tags, fused_captions, compressed_dataset],
         asset_checks=[raw_pairs_reconcile],
-        jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job],
+        jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job, compress_job],
         sensors=[crawl_sensor],
         resources=build_resources(settings),
     )

@@ -32,3 +32,9 @@ reward_model_job = define_asset_job(
     selection=AssetSelection.assets("alignment_reward_model"),
     description="Train the alignment reward model on the preference annotations.",
 )
+
+compress_job = define_asset_job(
+    "compress_dataset",
+    selection=AssetSelection.assets("compressed_dataset"),
+    description="Dedup, select and export the compressed dataset from every fused shard.",
+)

@@ -40,6 +40,15 @@ class Settings:
         return self.data_dir / "lake"
 
 
+def profile_section(name: str) -> dict[str, Any]:
+    """One section of the active profile, for run-config defaults (e.g. ``compress``)."""
+    profile = os.environ.get("CAPTION_ASSETS_PROFILE", "demo")
+    path = PROFILES_DIR / f"{profile}.yaml"
+    if not path.exists():
+        raise SettingsError(f"CAPTION_ASSETS_PROFILE={profile!r} is not a known profile (choose one of {', '.join(available_profiles())})")
+    return dict((yaml.safe_load(path.read_text()) or {}).get(name) or {})
+
+
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 

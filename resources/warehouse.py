@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS funnel (
 CREATE TABLE IF NOT EXISTS stats (
     partition VARCHAR NOT NULL, stage VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, run_id VARCHAR
 );
+CREATE TABLE IF NOT EXISTS comparison (
+    metric VARCHAR NOT NULL, before DOUBLE, after DOUBLE, run_id VARCHAR
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     partition VARCHAR NOT NULL, stage VARCHAR NOT NULL, key VARCHAR, member VARCHAR,
     reason VARCHAR NOT NULL, message VARCHAR, run_id VARCHAR
@@ -86,6 +89,15 @@ class QualityWarehouse(ConfigurableResource):
                     "INSERT INTO quarantine SELECT ?, stage, key, member, reason, message, ? FROM read_parquet(?)",
                     [partition, run_id, str(quarantine_parquet)],
                 )
+            con.execute("COMMIT")
+
+    def replace_comparison(self, comparison: pl.DataFrame, run_id: str | None = None) -> None:
+        """The before/after table of the latest compressed dataset (one row per metric)."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            con.execute("DELETE FROM comparison")
+            con.register("cmp", comparison.with_columns(run_id=pl.lit(run_id, dtype=pl.String)).to_arrow())
+            con.execute("INSERT INTO comparison SELECT metric, before, after, run_id FROM cmp")
             con.execute("COMMIT")
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> pl.DataFrame:

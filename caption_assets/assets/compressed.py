@@ -1,0 +1,185 @@
+"""``compressed_dataset``: dedup + codebook selection over every shard, exported as WebDataset shards."""
+
+import io
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from PIL import Image
+
+from caption_assets.compress import Compression, CompressConfig, compress
+from caption_assets.metadata import md_table
+from caption_assets.report import before_after, plots, render_html
+from caption_assets.settings import profile_section
+from resources import LakeStorage, QualityWarehouse
+
+ASSET = "compressed_dataset"
+STAGE = "compressed_dataset"
+ALL = "__all__"
+CHECKS = ("ratio_within_tolerance", "no_duplicate_keys", "export_matches_manifest", "exported_images_open")
+
+
+_PROFILE = profile_section("compress")  # defaults come from the active profile's `compress:` section
+
+
+class CompressedDatasetConfig(Config):
+    """Target size and selection; see caption_assets/compress.py for the methods."""
+
+    target_ratio: float = _PROFILE.get("target_ratio", 0.2)
+    ratio_tolerance: float = _PROFILE.get("ratio_tolerance", 0.02)
+    n_clusters: int = _PROFILE.get("n_clusters", 0)
+    semdedup_eps: float = _PROFILE.get("semdedup_eps", 0.05)
+    phash_max_distance: int = _PROFILE.get("phash_max_distance", 4)
+    alpha: float = _PROFILE.get("alpha", 0.5)
+    score: str = _PROFILE.get("score", "mix")
+    mix_weight: float = _PROFILE.get("mix_weight", 0.5)
+    min_score: float | None = _PROFILE.get("min_score")
+    samples_per_shard: int = _PROFILE.get("samples_per_shard", 1000)
+    veclip_export: bool = _PROFILE.get("veclip_export", True)
+    seed: int = 0
+
+    def compress_config(self) -> CompressConfig:
+        return CompressConfig(self.target_ratio, self.n_clusters, 20, self.semdedup_eps, self.phash_max_distance, self.alpha, self.score, self.mix_weight, self.min_score, self.seed)
+
+
+def load_fused(lake: LakeStorage) -> pl.DataFrame:
+    files = [str(p) for p in lake.existing("fused_captions").values()]
+    return pl.scan_parquet(files).collect() if files else pl.DataFrame()
+
+
+def export_dir(lake: LakeStorage) -> Path:
+    return lake.asset_dir(ASSET)
+
+
+def selection_frame(df: pl.DataFrame, res: Compression) -> pl.DataFrame:
+    reason = np.where(res.exact_dup, "exact_duplicate", np.where(res.semantic_dup, "semantic_duplicate", np.where(res.selected, None, "not_selected")))
+    return df.select("uid", "shard").with_columns(
+        cluster=pl.Series(res.cluster), selection_score=pl.Series(res.score), selected=pl.Series(res.selected), drop_reason=pl.Series(reason.tolist(), dtype=pl.String)
+    )
+
+
+def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[str, str] | None = None) -> str:
+    """The HTML page from what is on disk: the warehouse funnel, the comparison table, the selection.
+    ``images`` (plots) are recomputed from ``selection.parquet`` when not given."""
+    funnel = warehouse.query(
+        "SELECT * FROM (SELECT stage, outcome, coalesce(reason, '') AS reason, sum(count)::BIGINT AS count FROM funnel GROUP BY ALL) "
+        "ORDER BY list_position(['raw_pairs', 'scored_pairs', 'recaptioned_pairs', 'fused_captions', 'compressed_dataset'], stage), outcome, count DESC"
+    )
+    comparison = warehouse.query("SELECT metric, before, after FROM comparison")
+    sel_path = export_dir(lake) / "selection.parquet"
+    if images is None and sel_path.exists():
+        sel = pl.read_parquet(sel_path)
+        df = load_fused(lake).join(sel.select("uid", "cluster", "selected", "drop_reason", "selection_score"), on="uid", how="inner")
+        res = Compression(df["cluster"].to_numpy(), (df["drop_reason"] == "exact_duplicate").to_numpy(), (df["drop_reason"] == "semantic_duplicate").to_numpy(),
+                          df["selected"].to_numpy(), df["selection_score"].to_numpy(), int(df["cluster"].max() or 0) + 1, int(df["selected"].sum()))
+        images = plots(df, res)
+    out = export_dir(lake)
+    images = images or {}
+    return render_html(funnel, comparison, images, {"shards": str(out / "shard-*.tar"), "manifest": str(out / "manifest.parquet"), "warehouse": warehouse.path})
+
+
+@asset(
+    deps=["fused_captions"],
+    group_name="dataset",
+    kinds={"faiss", "webdataset"},
+    owners=["team:data-platform"],
+    tags={"stage": "compression"},
+    code_version="compressed_dataset-v1",
+    check_specs=[AssetCheckSpec(name, asset=ASSET) for name in CHECKS],
+    description=(
+        "Exact dedup (sha256; same caption + near-identical perceptual hash), SemDeDup over a k-means codebook of the "
+        "image embeddings, and TL;DR / Compress & Align codebook selection (per-cluster quota ~ size^alpha, top pairs "
+        "by reward / CLIP score) to the target ratio; exported as WebDataset shards + manifest.parquet + report.html."
+    ),
+)
+def compressed_dataset(context: AssetExecutionContext, config: CompressedDatasetConfig, lake: LakeStorage, warehouse: QualityWarehouse):
+    df = load_fused(lake)
+    image_emb = df["image_emb"].to_numpy() if df.height else np.zeros((0, 1), np.float32)
+    res = compress(df, image_emb, config.compress_config())
+    out = export_dir(lake)
+    selected = df.filter(pl.Series(res.selected)).with_columns(cluster=pl.Series(res.cluster[res.selected]), selection_score=pl.Series(res.score[res.selected]))
+    manifest = write_export(selected, out, config, context.run.run_id)
+    selection_frame(df, res).write_parquet(out / "selection.parquet")
+    comparison = before_after(df, image_emb, res, config.semdedup_eps) if df.height else pl.DataFrame({"metric": [], "before": [], "after": []})
+    funnel = [("in", None, df.height), ("exact_duplicate", None, int(res.exact_dup.sum())), ("semantic_duplicate", None, int(res.semantic_dup.sum())),
+              ("not_selected", None, int((~res.selected & ~res.exact_dup & ~res.semantic_dup).sum())), ("selected", None, int(res.selected.sum()))]
+    warehouse.replace_partition(STAGE, ALL, funnel, None, context.run.run_id, [("target_ratio", config.target_ratio)])
+    warehouse.replace_comparison(comparison, context.run.run_id)
+    images = plots(df, res) if df.height else {}
+    report = out / "report.html"
+    report.write_text(build_report(lake, warehouse, images), encoding="utf-8")
+    achieved = res.selected.sum() / max(df.height, 1)
+    yield MaterializeResult(
+        metadata={
+            "dagster/row_count": manifest.height,
+            "pairs_in": df.height,
+            "selected": int(res.selected.sum()),
+            "achieved_ratio": float(achieved),
+            "target_ratio": config.target_ratio,
+            "clusters": res.n_clusters,
+            "exact_duplicates": int(res.exact_dup.sum()),
+            "semantic_duplicates": int(res.semantic_dup.sum()),
+            "before_after": md_table(comparison),
+            "plot": MetadataValue.md(f"![distributions](data:image/png;base64,{images['distributions']})") if images else MetadataValue.md("_empty_"),
+            "shards": MetadataValue.path(str(out)),
+            "manifest": MetadataValue.path(str(out / "manifest.parquet")),
+            "report": MetadataValue.path(str(report)),
+        }
+    )
+    yield from run_checks(out, df.height, config)
+
+
+def write_export(selected: pl.DataFrame, out: Path, config: CompressedDatasetConfig, run_id: str) -> pl.DataFrame:
+    from caption_assets.export import write_webdataset
+
+    return write_webdataset(selected, out, config.samples_per_shard, run_id, config.veclip_export)
+
+
+def tar_keys(out: Path) -> tuple[list[str], list[str]]:
+    """(keys of image members, keys of images that fail to decode) over every exported shard."""
+    keys, broken = [], []
+    for shard in sorted(out.glob("shard-*.tar")):
+        with tarfile.open(shard) as tf:
+            for m in tf:
+                key, _, ext = m.name.partition(".")
+                if ext in ("jpg", "png", "webp"):
+                    keys.append(key)
+                    try:
+                        with Image.open(io.BytesIO(tf.extractfile(m).read())) as im:  # type: ignore[union-attr]
+                            im.load()
+                    except Exception:  # noqa: BLE001
+                        broken.append(key)
+    return keys, broken
+
+
+def run_checks(out: Path, pairs_in: int, config: CompressedDatasetConfig):
+    manifest = pl.read_parquet(out / "manifest.parquet")
+    keys, broken = tar_keys(out)
+    achieved = manifest.height / max(pairs_in, 1)
+    limited_by_floor = config.min_score is not None and achieved < config.target_ratio
+    yield AssetCheckResult(
+        check_name="ratio_within_tolerance", asset_key=ASSET,
+        passed=bool(abs(achieved - config.target_ratio) <= config.ratio_tolerance or limited_by_floor or pairs_in == 0),
+        metadata={"achieved": float(achieved), "target": config.target_ratio, "tolerance": config.ratio_tolerance},
+    )
+    yield AssetCheckResult(
+        check_name="no_duplicate_keys", asset_key=ASSET,
+        passed=bool(manifest["key"].is_unique().all() and manifest["uid"].is_unique().all() and len(keys) == len(set(keys))),
+        metadata={"manifest_rows": manifest.height, "tar_images": len(keys)},
+    )
+    only_tar, only_manifest = set(keys) - set(manifest["key"]), set(manifest["key"]) - set(keys)
+    yield AssetCheckResult(
+        check_name="export_matches_manifest", asset_key=ASSET, passed=not only_tar and not only_manifest,
+        metadata={"only_in_shards": len(only_tar), "only_in_manifest": len(only_manifest)},
+    )
+    yield AssetCheckResult(check_name="exported_images_open", asset_key=ASSET, passed=not broken, metadata={"broken": len(broken), "checked": len(keys)})
