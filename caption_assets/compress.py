@@ -55,9 +55,15 @@ def exact_duplicates(df: pl.DataFrame, score: np.ndarray, phash_max_distance: in
     order = pl.DataFrame({"i": np.arange(df.height), "s": score, "sha": df["sha256"], "cap": df["final_caption"].str.to_lowercase().str.strip_chars(), "ph": df["phash"]})
     ranked = order.sort(["s", "i"], descending=[True, False]).with_columns(rank=pl.int_range(pl.len()))
     by_sha = ranked.with_columns(first=pl.col("rank").min().over("sha")).filter(pl.col("rank") != pl.col("first"))["i"].to_numpy()
-    # same caption: compare perceptual hashes pairwise inside each caption group (groups are small)
-    pairs = ranked.join(ranked, on="cap", suffix="_b").filter(pl.col("rank") > pl.col("rank_b"))
+    # same caption: compare perceptual hashes pairwise inside each caption group; a huge group (one
+    # boilerplate caption on thousands of images) falls back to equal hashes so the join stays linear
+    sized = ranked.with_columns(n=pl.len().over("cap"))
+    small = sized.filter(pl.col("n") <= 256)
+    pairs = small.join(small, on="cap", suffix="_b").filter(pl.col("rank") > pl.col("rank_b"))
     near = pairs.filter((pl.col("ph").xor(pl.col("ph_b"))).bitwise_count_ones() <= phash_max_distance)["i"].unique().to_numpy()
+    big = sized.filter(pl.col("n") > 256)
+    same = big.filter(pl.col("rank") != pl.col("rank").min().over("cap", "ph"))["i"].to_numpy()
+    near = np.concatenate([near, same]).astype(np.int64)
     drop = np.zeros(df.height, dtype=bool)
     drop[by_sha] = True
     drop[near] = True

@@ -59,3 +59,15 @@ def wds_members(n: int, start: int = 0, prefix: str = "") -> list[tuple[str, byt
 def write_parquet(path: Path, rows: list[dict], schema: pa.Schema | None = None) -> Path:
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path, row_group_size=4)
     return path
+
+
+def noise_image(seed: int, size: tuple[int, int] = (256, 256), fmt: str = "JPEG") -> bytes:
+    """A smooth random texture: images that differ in content, not only in a stripe."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    im = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, quality=90)
+    return buf.getvalue()

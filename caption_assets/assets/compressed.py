@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     Config,
@@ -136,7 +137,8 @@ def compressed_dataset(context: AssetExecutionContext, config: CompressedDataset
             "report": MetadataValue.path(str(report)),
         }
     )
-    yield from run_checks(out, df.height, config)
+    eligible = int((~res.exact_dup & ~res.semantic_dup).sum())
+    yield from run_checks(out, df.height, eligible, config)
 
 
 def write_export(selected: pl.DataFrame, out: Path, config: CompressedDatasetConfig, run_id: str) -> pl.DataFrame:
@@ -162,15 +164,18 @@ def tar_keys(out: Path) -> tuple[list[str], list[str]]:
     return keys, broken
 
 
-def run_checks(out: Path, pairs_in: int, config: CompressedDatasetConfig):
+def run_checks(out: Path, pairs_in: int, unique_pairs: int, config: CompressedDatasetConfig):
     manifest = pl.read_parquet(out / "manifest.parquet")
     keys, broken = tar_keys(out)
     achieved = manifest.height / max(pairs_in, 1)
     limited_by_floor = config.min_score is not None and achieved < config.target_ratio
+    too_few_unique = unique_pairs < round(config.target_ratio * pairs_in)  # dedup left less than the target
     yield AssetCheckResult(
         check_name="ratio_within_tolerance", asset_key=ASSET,
         passed=bool(abs(achieved - config.target_ratio) <= config.ratio_tolerance or limited_by_floor or pairs_in == 0),
-        metadata={"achieved": float(achieved), "target": config.target_ratio, "tolerance": config.ratio_tolerance},
+        severity=AssetCheckSeverity.WARN if too_few_unique or limited_by_floor else AssetCheckSeverity.ERROR,
+        metadata={"achieved": float(achieved), "target": config.target_ratio, "tolerance": config.ratio_tolerance,
+                  "unique_pairs_after_dedup": unique_pairs},
     )
     yield AssetCheckResult(
         check_name="no_duplicate_keys", asset_key=ASSET,
