@@ -17,6 +17,13 @@ from caption_assets.settings import PROJECT_ROOT, SettingsError
 UI_HINT = "DAGSTER_HOME={home} caption-assets ui   # then open http://127.0.0.1:3000/asset-groups"
 
 
+# The local instance: no telemetry; every concurrency pool (the model steps use "gpu") runs one step at a time.
+INSTANCE_YAML = """telemetry:
+  enabled: false
+concurrency:
+  pools:
+    default_limit: 1
+"""
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
@@ -41,7 +48,7 @@ def _configure_env(crawl: Path | None, out: Path | None, profile: str | None) ->
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        config.write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

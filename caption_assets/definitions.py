@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import Definitions, EnvVar
+from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions, EnvVar, multiprocess_executor
 
 from caption_assets.assets.compressed import compressed_dataset
 from caption_assets.assets.experts import vision_expert_tags
@@ -14,7 +14,8 @@ from caption_assets.assets.recaption import recaptioned_pairs
 from caption_assets.assets.reward_model import alignment_reward_model
 from caption_assets.assets.scored_pairs import scored_pairs
 from caption_assets.jobs import compress_job, ingest_job, reward_model_job, shard_chain_job, shard_models_job
-from caption_assets.sensors import crawl_sensor
+from caption_assets.schedules import build_schedules
+from caption_assets.sensors import build_crawl_sensor
 from caption_assets.settings import Settings, load_settings
 from resources import AnnotationSource, CaptionFuser, Captioner, ClipScorer, VisionExperts, CrawlSource, LakeStorage, QualityWarehouse
 
@@ -52,9 +53,33 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         assets=[raw_pairs, alignment_reward_model, scored_pairs, recaptioned_pairs, vision_expert_tags, fused_captions, compressed_dataset],
         asset_checks=[raw_pairs_reconcile],
         jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job, compress_job],
-        sensors=[crawl_sensor],
+        sensors=[
+            build_crawl_sensor(settings.automation),
+            AutomationConditionSensorDefinition(
+                "shard_automation",
+                target=AssetSelection.all(),
+                default_status=DefaultSensorStatus.RUNNING if settings.automation else DefaultSensorStatus.STOPPED,
+                description="Declarative automation: each per-shard stage follows its upstream shard (AutomationCondition.eager).",
+            ),
+        ],
+        schedules=build_schedules(settings.automation),
         resources=build_resources(settings),
+        executor=build_executor(settings),
     )
+
+
+def build_executor(settings: Settings):
+    """Local default: multiprocess, bounded, GPU steps one at a time. On a cluster: one pod per step."""
+    if settings.executor == "k8s":
+        import yaml
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor.configured(yaml.safe_load(settings.k8s_executor_config.read_text()), name="k8s_job_executor")
+    return multiprocess_executor.configured(local_executor_config(settings))
+
+
+def local_executor_config(settings: Settings) -> dict[str, object]:
+    return {"max_concurrent": settings.max_concurrent, "tag_concurrency_limits": [{"key": "gpu", "value": "true", "limit": 1}]}
 
 
 defs = build_definitions()

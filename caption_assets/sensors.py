@@ -23,13 +23,7 @@ def shard_signatures(crawl: CrawlSource) -> dict[str, str]:
     return sigs
 
 
-@sensor(
-    job=ingest_job,
-    minimum_interval_seconds=30,
-    default_status=DefaultSensorStatus.RUNNING,
-    description="Registers one `shards` partition per crawl shard file and requests its ingest when it appears or changes.",
-)
-def crawl_sensor(context: SensorEvaluationContext, crawl: CrawlSource) -> SensorResult:
+def evaluate_crawl(context: SensorEvaluationContext, crawl: CrawlSource) -> SensorResult:
     previous: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     current = shard_signatures(crawl)
     registered = set(context.instance.get_dynamic_partitions(shards_partitions.name))
@@ -40,3 +34,20 @@ def crawl_sensor(context: SensorEvaluationContext, crawl: CrawlSource) -> Sensor
         dynamic_partitions_requests=[shards_partitions.build_add_request(new_keys)] if new_keys else [],
         cursor=json.dumps(current, sort_keys=True),
     )
+
+
+def build_crawl_sensor(running: bool = True):
+    @sensor(
+        name="crawl_sensor",
+        job=ingest_job,
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.RUNNING if running else DefaultSensorStatus.STOPPED,
+        description="Registers one `shards` partition per crawl shard file and requests its ingest when it appears or changes.",
+    )
+    def crawl_sensor(context: SensorEvaluationContext, crawl: CrawlSource) -> SensorResult:
+        return evaluate_crawl(context, crawl)
+
+    return crawl_sensor
+
+
+crawl_sensor = build_crawl_sensor()

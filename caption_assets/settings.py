@@ -34,6 +34,10 @@ class Settings:
     experts: dict[str, Any] = field(default_factory=dict)
     fuser: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
+    automation: bool = True
+    max_concurrent: int = 2
+    executor: str = "multiprocess"
+    k8s_executor_config: Path = PROJECT_ROOT / "deploy" / "k8s" / "executor.yaml"
 
     @property
     def lake_dir(self) -> Path:
@@ -87,4 +91,55 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if "CAPTION_ASSETS_FUSER_BACKEND" in env:
         sections["fuser"]["backend"] = env["CAPTION_ASSETS_FUSER_BACKEND"]
     passed = {k: v for k, v in env.items() if k in ("CAPTION_ASSETS_FUSER_URL", "CAPTION_ASSETS_FUSER_API_KEY")}
-    return Settings(profile, crawl_dir, data_dir, warehouse_path, annotations, clip, env=passed, **sections)
+    automation = env.get("CAPTION_ASSETS_AUTOMATION", "on").lower()
+    if automation not in ("on", "off"):
+        raise SettingsError(f"CAPTION_ASSETS_AUTOMATION={automation!r} must be 'on' or 'off'")
+    try:
+        max_concurrent = int(env.get("CAPTION_ASSETS_MAX_CONCURRENT", "2"))
+        assert max_concurrent >= 1
+    except (ValueError, AssertionError):
+        raise SettingsError(f"CAPTION_ASSETS_MAX_CONCURRENT={env.get('CAPTION_ASSETS_MAX_CONCURRENT')!r} must be a positive integer") from None
+    executor = env.get("CAPTION_ASSETS_EXECUTOR", "multiprocess")
+    if executor not in ("multiprocess", "k8s"):
+        raise SettingsError(f"CAPTION_ASSETS_EXECUTOR={executor!r} must be 'multiprocess' or 'k8s'")
+    k8s_config = _resolve(env.get("CAPTION_ASSETS_K8S_EXECUTOR_CONFIG", "deploy/k8s/executor.yaml"))
+    if executor == "k8s" and not k8s_config.is_file():
+        raise SettingsError(f"CAPTION_ASSETS_K8S_EXECUTOR_CONFIG={str(k8s_config)!r} does not exist")
+    validate_sections(profile, clip, sections)
+    return Settings(
+        profile, crawl_dir, data_dir, warehouse_path, annotations, clip, env=passed, automation=automation == "on",
+        max_concurrent=max_concurrent, executor=executor, k8s_executor_config=k8s_config, **sections,
+    )
+
+
+def _looks_like_path(value: str) -> bool:
+    return "/" in value or value.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
+def validate_sections(profile: str, clip: dict[str, Any], sections: dict[str, dict[str, Any]]) -> None:
+    """Fail at load time, naming the setting, for values a run would only trip over later."""
+    where = f"profile {profile!r}:"
+    pretrained = str(clip.get("pretrained", ""))
+    if _looks_like_path(pretrained) and not _resolve(pretrained).exists():
+        raise SettingsError(f"{where} clip.pretrained={pretrained!r} is not an existing checkpoint file (CAPTION_ASSETS_CLIP_PRETRAINED)")
+    for name, section in (("clip", clip), ("captioner", sections["captioner"])):
+        if section.get("precision", "fp32") not in ("fp32", "fp16", "bf16"):
+            raise SettingsError(f"{where} {name}.precision={section['precision']!r} must be fp32, fp16 or bf16")
+        if int(section.get("batch_size", 1)) < 1:
+            raise SettingsError(f"{where} {name}.batch_size={section['batch_size']!r} must be >= 1")
+    captioner = sections["captioner"]
+    if captioner.get("decoding", "diverse_beam") not in ("greedy", "beam", "diverse_beam", "sampling"):
+        raise SettingsError(f"{where} captioner.decoding={captioner['decoding']!r} must be greedy, beam, diverse_beam or sampling")
+    model = str(captioner.get("model", ""))
+    if model.startswith(("/", "./", "../")) and not _resolve(model).exists():
+        raise SettingsError(f"{where} captioner.model={model!r} is not an existing folder (CAPTION_ASSETS_CAPTIONER)")
+    fuser = sections["fuser"]
+    if fuser.get("backend", "rules") not in ("rules", "transformers", "openai"):
+        raise SettingsError(f"{where} fuser.backend={fuser['backend']!r} must be rules, transformers or openai")
+    compress = dict((yaml.safe_load((PROFILES_DIR / f"{profile}.yaml").read_text()) or {}).get("compress") or {})
+    ratio = compress.get("target_ratio", 0.2)
+    if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+        raise SettingsError(f"{where} compress.target_ratio={ratio!r} must be in (0, 1]")
+    eps = compress.get("semdedup_eps", 0.05)
+    if not isinstance(eps, (int, float)) or not 0 <= eps < 1:
+        raise SettingsError(f"{where} compress.semdedup_eps={eps!r} must be in [0, 1)")

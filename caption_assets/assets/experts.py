@@ -2,7 +2,7 @@
 
 import numpy as np
 import polars as pl
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AutomationCondition, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from caption_assets.ingest import POINTER_COLUMNS
 from caption_assets.metadata import counts_by, md_table, table_schema
@@ -14,6 +14,7 @@ STAGE = "vision_expert_tags"
 
 @asset(
     partitions_def=shards_partitions,
+    automation_condition=AutomationCondition.eager(),
     deps=["scored_pairs"],
     group_name="captioning",
     kinds={"pytorch", "parquet"},

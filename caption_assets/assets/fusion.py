@@ -2,7 +2,7 @@
 
 import numpy as np
 import polars as pl
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
+from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
 
 from caption_assets.assets.reward_model import head_path
 from caption_assets.fusion import FusionInput, Guardrails, expert_facts, reject_reason, rule_fuse
@@ -12,6 +12,20 @@ from caption_assets.reward import load_head, score_with_head
 from resources import CaptionFuser, ClipScorer, LakeStorage, QualityWarehouse
 
 STAGE = "fused_captions"
+COLUMN_LINEAGE = TableColumnLineage(
+    deps_by_column={
+        "caption": [TableColumnDep(AssetKey("raw_pairs"), "caption")],
+        "synthetic_caption": [TableColumnDep(AssetKey("recaptioned_pairs"), "synthetic_caption")],
+        "fused_caption": [
+            TableColumnDep(AssetKey("raw_pairs"), "caption"),
+            TableColumnDep(AssetKey("recaptioned_pairs"), "synthetic_caption"),
+            TableColumnDep(AssetKey("vision_expert_tags"), "tags"),
+            TableColumnDep(AssetKey("vision_expert_tags"), "ocr_text"),
+        ],
+        "final_score": [TableColumnDep(AssetKey("scored_pairs"), "image_emb"), TableColumnDep(AssetKey("recaptioned_pairs"), "synthetic_score")],
+        "image_emb": [TableColumnDep(AssetKey("scored_pairs"), "image_emb")],
+    }
+)
 
 
 class FusionConfig(Config):
@@ -68,6 +82,7 @@ def fuse_shard(rec: pl.DataFrame, experts: pl.DataFrame | None, fuser: CaptionFu
 
 @asset(
     partitions_def=shards_partitions,
+    automation_condition=AutomationCondition.eager(),
     deps=["recaptioned_pairs", "vision_expert_tags", "scored_pairs"],
     group_name="captioning",
     kinds={"parquet"},
@@ -112,6 +127,7 @@ def fused_captions(
         metadata={
             "dagster/row_count": out.height,
             "dagster/column_schema": table_schema(dict(out.schema)),
+            "dagster/column_lineage": COLUMN_LINEAGE,
             "fuser": fuser.model_id(),
             "acceptance_rate": float((out["fusion_status"] == "accepted").mean()) if out.height else 0.0,
             "fusion_status": md_table(status),

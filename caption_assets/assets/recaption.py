@@ -2,12 +2,12 @@
 
 import numpy as np
 import polars as pl
-from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AutomationCondition, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from caption_assets.decoding import distinct_ngram_ratio
 from caption_assets.ingest import POINTER_COLUMNS, QUARANTINE_SCHEMA
 from caption_assets.metadata import describe, md_table, table_schema
-from caption_assets.partitions import shards_partitions
+from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
 from resources import Captioner, ClipScorer, LakeStorage, QualityWarehouse
 
 STAGE = "recaptioned_pairs"
@@ -34,6 +34,9 @@ def rerank(image_emb: np.ndarray, candidates: list[list[str]], clip: ClipScorer)
 
 @asset(
     partitions_def=shards_partitions,
+    automation_condition=AutomationCondition.eager(),
+    op_tags=GPU_OP_TAGS,
+    pool="gpu",
     deps=["scored_pairs"],
     group_name="captioning",
     kinds={"pytorch", "parquet"},

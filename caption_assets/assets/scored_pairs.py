@@ -2,13 +2,13 @@
 
 import numpy as np
 import polars as pl
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
 from caption_assets.assets.reward_model import head_path
 from caption_assets.heuristics import FLAG_ORDER
 from caption_assets.ingest import POINTER_COLUMNS, QUARANTINE_SCHEMA
 from caption_assets.metadata import counts_by, md_histogram, md_table, table_schema
-from caption_assets.partitions import shards_partitions
+from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
 from caption_assets.reward import load_head, score_with_head
 from caption_assets.scoring import KeepRules, assign_levels, keep_decisions, level_boundaries
 from resources import ClipScorer, LakeStorage, QualityWarehouse
@@ -58,6 +58,9 @@ def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl
 
 @asset(
     partitions_def=shards_partitions,
+    automation_condition=AutomationCondition.eager(),
+    op_tags=GPU_OP_TAGS,
+    pool="gpu",
     deps=["raw_pairs", "alignment_reward_model"],
     group_name="scoring",
     kinds={"pytorch", "parquet"},
@@ -97,6 +100,10 @@ def scored_pairs(
         metadata={
             "dagster/row_count": scored.height,
             "dagster/column_schema": table_schema(dict(scored.schema)),
+            "dagster/column_lineage": TableColumnLineage(
+                deps_by_column={c: [TableColumnDep(AssetKey("raw_pairs"), c)] for c in ("uid", "caption", "sha256", "phash", "flags")}
+                | {"text_emb": [TableColumnDep(AssetKey("raw_pairs"), "caption")], "image_emb": [TableColumnDep(AssetKey("raw_pairs"), "image_path")]}
+            ),
             "kept": int(scored["keep"].sum()),
             "dropped_by_reason": md_table(dropped),
             "quarantined": quarantine.height,
