@@ -162,12 +162,14 @@ class Compression:
 def compress(df: pl.DataFrame, image_emb: np.ndarray, cfg: CompressConfig) -> Compression:
     """Exact dedup -> k-means codebook -> SemDeDup -> per-cluster quota selection."""
     n = df.height
+    if n == 0:
+        empty = np.zeros(0, dtype=bool)
+        return Compression(np.zeros(0, np.int64), empty, empty, empty, np.zeros(0), 0, 0)
     score = selection_score(df, cfg)
     x = normalise(image_emb)
-    exact = exact_duplicates(df, score, cfg.phash_max_distance) if n else np.zeros(0, bool)
-    k = cfg.n_clusters or default_clusters(n)
-    cluster, _ = kmeans(x, k, cfg.kmeans_iters, cfg.seed) if n else (np.zeros(0, np.int64), None)
-    semantic = semdedup(x, cluster, score, cfg.semdedup_eps, ~exact) if n else np.zeros(0, bool)
+    exact = exact_duplicates(df, score, cfg.phash_max_distance)
+    cluster, _ = kmeans(x, cfg.n_clusters or default_clusters(n), cfg.kmeans_iters, cfg.seed)
+    semantic = semdedup(x, cluster, score, cfg.semdedup_eps, ~exact)
     target = int(round(cfg.target_ratio * n))
-    selected = codebook_select(cluster, score, ~exact & ~semantic, target, cfg.alpha, cfg.min_score) if n else np.zeros(0, bool)
-    return Compression(cluster, exact, semantic & ~exact, selected, score, int(cluster.max()) + 1 if n else 0, target)
+    selected = codebook_select(cluster, score, ~exact & ~semantic, target, cfg.alpha, cfg.min_score)
+    return Compression(cluster, exact, semantic & ~exact, selected, score, int(cluster.max()) + 1, target)

@@ -12,6 +12,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     Config,
+    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -55,7 +56,9 @@ class CompressedDatasetConfig(Config):
 
 def load_fused(lake: LakeStorage) -> pl.DataFrame:
     files = [str(p) for p in lake.existing("fused_captions").values()]
-    return pl.scan_parquet(files).collect() if files else pl.DataFrame()
+    if not files:
+        raise Failure("nothing to compress: no fused_captions partition is materialized yet")
+    return pl.scan_parquet(files).collect()
 
 
 def export_dir(lake: LakeStorage) -> Path:
@@ -105,7 +108,7 @@ def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[st
 )
 def compressed_dataset(context: AssetExecutionContext, config: CompressedDatasetConfig, lake: LakeStorage, warehouse: QualityWarehouse):
     df = load_fused(lake)
-    image_emb = df["image_emb"].to_numpy() if df.height else np.zeros((0, 1), np.float32)
+    image_emb = df["image_emb"].to_numpy() if df.height else np.zeros((0, df.schema["image_emb"].shape[0]), np.float32)
     res = compress(df, image_emb, config.compress_config())
     out = export_dir(lake)
     selected = df.filter(pl.Series(res.selected)).with_columns(cluster=pl.Series(res.cluster[res.selected]), selection_score=pl.Series(res.score[res.selected]))

@@ -19,6 +19,8 @@ def rerank(image_emb: np.ndarray, candidates: list[list[str]], clip: ClipScorer)
     Returns per-row candidate scores, the index of the best candidate and its text embedding.
     Empty candidates score -inf, so they are never chosen over a real one.
     """
+    if not candidates:
+        return [], np.zeros(0, dtype=np.int64), np.zeros((0, image_emb.shape[1]), np.float32)
     flat = [c for cs in candidates for c in cs]
     text = clip.encode_texts(flat).astype(np.float16).astype(np.float32)
     owner = np.repeat(np.arange(len(candidates)), [len(cs) for cs in candidates])

@@ -1,0 +1,239 @@
+"""Reliability: hostile corpus end to end, crash and resume, concurrent runs, model failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from caption_assets.cli import INSTANCE_YAML
+from caption_assets.definitions import build_definitions
+from caption_assets.settings import PROJECT_ROOT
+from resources import QualityWarehouse
+from tests.helpers import image_bytes, noise_image, png_bomb, wds_members, write_parquet, write_tar
+
+
+def hostile_crawl(root: Path) -> dict[str, set[str]]:
+    """Every kind of bad input, spread over shards; returns the quarantine reasons each shard must show."""
+    good = image_bytes(seed=5)
+    png_good, webp_good = image_bytes(fmt="PNG", seed=6), image_bytes(fmt="WEBP", seed=7)
+    write_tar(root / "a.tar", wds_members(4) + [
+        ("c1.jpg", good[:20] + b"\0" * 200 + good[220:]), ("c1.txt", b"corrupt jpeg body"),
+        ("c2.png", png_good[:30] + b"garbage" * 20), ("c2.txt", b"corrupt png"),
+        ("c3.webp", webp_good[:16] + b"\0" * 64), ("c3.txt", b"corrupt webp"),
+        ("t1.jpg", good[: len(good) // 3]), ("t1.txt", b"truncated"),
+        ("b1.png", png_bomb()), ("b1.txt", b"bomb"),
+        ("z1.jpg", b""), ("z1.txt", b"zero"),
+        ("x1.jpg", b"plain text where an image should be"), ("x1.txt", b"text member"),
+        ("n1.jpg", good),
+        ("n2.txt", b"caption without image"),
+        ("u1.jpg", good), ("u1.txt", b"\xff\xfe latin \xe9"),
+        ("l1.jpg", good), ("l1.txt", b"long " * 200_000),
+        ("h1.jpg", noise_image(11)), ("h1.txt", "<p>Caf\u00c3\u00a9 &amp; bar</p>".encode()),
+        ("00001.jpg", good), ("00001.txt", b"dup key in shard"),
+        ("/etc/evil.jpg", good), ("../../escape.txt", b"x"),
+    ])
+    write_tar(root / "b.tar", wds_members(3))  # the same keys as a.tar: fine across shards (uids are shard-scoped)
+    data = (root / "b.tar").read_bytes()
+    (root / "cut.tar").write_bytes(data[: len(data) // 2])
+    (root / "empty.tar").write_bytes(b"")
+    (root / "imgs").mkdir()
+    (root / "imgs" / "ok.jpg").write_bytes(noise_image(12))
+    write_parquet(root / "types.parquet", [{"image_path": "imgs/ok.jpg", "caption": 3, "key": "k1"}])
+    (root / "nocols.csv").write_text("file_name,words\nimgs/ok.jpg,hello\n")
+    (root / "missing.jsonl").write_text(json.dumps({"image_path": "imgs/gone.jpg", "caption": "gone"}) + "\n" + json.dumps({"image_path": "imgs/ok.jpg", "caption": "a fine texture"}) + "\n")
+    return {
+        "a.tar": {"corrupt_image", "truncated_image", "decompression_bomb", "empty_image", "not_an_image", "missing_caption", "missing_image",
+                  "caption_not_utf8", "caption_too_long", "duplicate_key", "unsafe_path"},
+        "b.tar": set(), "cut.tar": {"truncated_tar"}, "empty.tar": set(),
+        "types.parquet": {"manifest_schema"}, "nocols.csv": {"manifest_schema"}, "missing.jsonl": {"missing_image_file"},
+    }
+
+
+def test_hostile_corpus_every_reason_every_shard_reconciles(tmp_path: Path, settings_for, instance):
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    expected = hostile_crawl(crawl)
+    settings = settings_for(crawl)
+    defs = build_definitions(settings)
+    instance.add_dynamic_partitions("shards", sorted(expected))
+    for shard in sorted(expected):
+        result = defs.resolve_job_def("ingest_shard").execute_in_process(partition_key=shard, instance=instance)
+        assert result.success, shard
+        check = next(e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
+        assert check.passed, shard
+    q = QualityWarehouse(path=str(settings.warehouse_path)).query("SELECT partition, reason FROM quarantine")
+    for shard, reasons in expected.items():
+        assert set(q.filter(pl.col("partition") == shard)["reason"]) == reasons, shard
+    a = pl.read_parquet(settings.lake_dir / "raw_pairs" / "a.tar.parquet")
+    assert a.filter(pl.col("key") == "h1")["caption"].to_list() == ["Café & bar"]
+    assert not any(p.name.startswith(("evil", "escape")) for p in tmp_path.rglob("*"))  # nothing written outside
+
+
+def test_crash_mid_partition_leaves_nothing_visible_and_resume_matches(tmp_path: Path, settings_for, instance, monkeypatch):
+    import resources.clip as clip_mod
+
+    crawl = tmp_path / "crawl"
+    crawl.mkdir()
+    members = []
+    for i in range(150):  # three batches of the demo scorer (64)
+        members += [(f"{i:03d}.jpg", noise_image(100 + i)), (f"{i:03d}.txt", f"texture number {i}".encode())]
+    write_tar(crawl / "s.tar", members)
+    settings = settings_for(crawl)
+    defs = build_definitions(settings)
+    instance.add_dynamic_partitions("shards", ["s.tar"])
+    assert defs.resolve_job_def("ingest_shard").execute_in_process(partition_key="s.tar", instance=instance).success
+
+    calls = {"n": 0}
+    real_run = clip_mod.ClipScorer._run
+
+    def failing_run(self, fn, batch):
+        calls["n"] += 1
+        if calls["n"] > 2:  # die after two batches, in the middle of the partition
+            raise RuntimeError("simulated crash")
+        return real_run(self, fn, batch)
+
+    monkeypatch.setattr(clip_mod.ClipScorer, "_run", failing_run)
+    crashed = defs.resolve_job_def("shard_models").execute_in_process(partition_key="s.tar", instance=instance, raise_on_error=False)
+    assert not crashed.success
+    out = settings.lake_dir / "scored_pairs"
+    assert calls["n"] == 3  # it died in scored_pairs, on the second batch
+    assert not out.exists() or not [p for p in out.iterdir()]  # no output, not even a temporary file
+    wh = QualityWarehouse(path=str(settings.warehouse_path))
+    assert wh.query("SELECT count(*) FROM funnel WHERE stage = 'scored_pairs'").item() == 0
+
+    monkeypatch.setattr(clip_mod.ClipScorer, "_run", real_run)
+    assert defs.resolve_job_def("shard_models").execute_in_process(partition_key="s.tar", instance=instance).success
+    resumed = pl.read_parquet(out / "s.tar.parquet")
+    first = resumed.drop("clip_score")
+    assert defs.resolve_job_def("shard_models").execute_in_process(partition_key="s.tar", instance=instance).success
+    again = pl.read_parquet(out / "s.tar.parquet")
+    assert first.equals(again.drop("clip_score")) and np.allclose(resumed["clip_score"], again["clip_score"], atol=1e-6)
+    assert resumed.height == 150
+
+
+KILL_SCRIPT = textwrap.dedent('''
+    import sys, time
+    import caption_assets.readers as readers
+    real = readers.iter_records
+    def slow(path):
+        for i, rec in enumerate(real(path)):
+            if i and i % 50 == 0:
+                print("BATCH", i, flush=True)
+                time.sleep(0.2)
+            yield rec
+    readers.iter_records = slow
+    import caption_assets.ingest as ingest
+    ingest.iter_records = slow
+    from caption_assets.cli import main
+    sys.exit(main(["run", "--crawl", sys.argv[1], "--out", sys.argv[2]]))
+''')
+
+
+def test_killed_process_leaves_no_half_written_output(tmp_path: Path):
+    crawl, out = tmp_path / "crawl", tmp_path / "out"
+    crawl.mkdir()
+    members = []
+    for i in range(600):
+        members += [(f"{i:04d}.jpg", image_bytes(size=(32, 32), seed=i + 1)), (f"{i:04d}.txt", f"tiny square {i}".encode())]
+    write_tar(crawl / "big.tar", members)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPTION_ASSETS_", "DAGSTER_HOME"))}
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(crawl), str(out)], stdout=subprocess.PIPE, text=True, env=env, start_new_session=True, cwd=PROJECT_ROOT)
+    for line in proc.stdout:  # type: ignore[union-attr]
+        if line.startswith("BATCH 200"):
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    lake = out / "data" / "lake" if (out / "data").exists() else out / "lake"
+    assert not list(lake.rglob("*.parquet"))  # nothing half-written under a name a reader would open
+    done = subprocess.run([sys.executable, "-m", "caption_assets.cli", "run", "--crawl", str(crawl), "--out", str(out)], env=env, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert pl.read_parquet(lake / "raw_pairs" / "big.tar.parquet").height == 600
+
+
+def _write_partition(args: tuple[str, str, int]) -> int:
+    path, partition, rounds = args
+    wh = QualityWarehouse(path=path, lock_timeout_s=120)
+    for r in range(rounds):
+        n = 100 + r
+        wh.replace_partition("raw_pairs", partition, [("in", None, n), ("passed", None, n - 3), ("quarantined", "empty_image", 3)], None, f"run-{r}")
+    return rounds
+
+
+def _read_consistent(args: tuple[str, int]) -> int:
+    path, rounds = args
+    wh = QualityWarehouse(path=path, lock_timeout_s=120)
+    bad = 0
+    for _ in range(rounds):
+        f = wh.query("SELECT partition, outcome, sum(count) AS n FROM funnel GROUP BY ALL")
+        for p in f["partition"].unique():
+            rows = dict(f.filter(pl.col("partition") == p).select("outcome", "n").iter_rows())
+            bad += rows.get("in", 0) != rows.get("passed", 0) + rows.get("quarantined", 0)
+    return bad
+
+
+def test_concurrent_writers_never_corrupt_the_warehouse(tmp_path: Path):
+    path = str(tmp_path / "wh.duckdb")
+    import multiprocessing
+
+    # spawn, not fork: a forked child inherits the parent's DuckDB threads and locks
+    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
+        writers = [pool.submit(_write_partition, (path, f"shard-{i}", 15)) for i in range(3)]
+        reader = pool.submit(_read_consistent, (path, 30))
+        assert [w.result() for w in writers] == [15, 15, 15]
+        assert reader.result() == 0  # readers never saw a half-replaced partition
+    f = QualityWarehouse(path=path).funnel()
+    assert f.height == 9 and set(f.filter(pl.col("outcome") == "in")["count"]) == {114}
+
+
+def test_two_partitions_in_parallel_with_the_multiprocess_executor(tmp_path: Path):
+    crawl, home = tmp_path / "crawl", tmp_path / "home"
+    crawl.mkdir()
+    home.mkdir()
+    (home / "dagster.yaml").write_text(INSTANCE_YAML)
+    for s in ("p.tar", "q.tar"):
+        write_tar(crawl / s, wds_members(30, prefix=s[0]))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CAPTION_ASSETS_CRAWL_DIR": str(crawl), "CAPTION_ASSETS_DATA_DIR": str(tmp_path / "data"), "CAPTION_ASSETS_PROFILE": "demo"}
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as inst:
+        inst.add_dynamic_partitions("shards", ["p.tar", "q.tar"])
+    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "caption_assets.definitions", "--select", "raw_pairs", "--partition"]
+    procs = [subprocess.Popen([*cmd, s], env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for s in ("p.tar", "q.tar")]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+    assert all("multiprocess" in o or "Launching subprocess" in o or "Executing steps using multiprocess executor" in o for o in outs)
+    wh = QualityWarehouse(path=str(tmp_path / "data" / "warehouse.duckdb"))
+    f = wh.funnel("raw_pairs")
+    assert dict(f.filter(pl.col("outcome") == "in").select("partition", "count").iter_rows()) == {"p.tar": 30, "q.tar": 30}
+    assert f.height == 4  # in + passed per partition, no duplicates
+
+
+def test_out_of_memory_batches_are_split_and_nothing_is_lost():
+    from resources.clip import ClipScorer
+
+    scorer = ClipScorer(model_name="demo-tiny-clip", pretrained="demo")
+    seen = []
+
+    def flaky(batch: torch.Tensor) -> torch.Tensor:
+        seen.append(len(batch))
+        if len(batch) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return batch.float()
+
+    batch = torch.randn(10, 4)
+    out = scorer._run(flaky, batch)
+    assert out.shape == (10, 4)
+    assert np.allclose(out, torch.nn.functional.normalize(batch, dim=-1).numpy(), atol=1e-6)
+    assert seen[0] == 10 and max(seen[1:]) <= 5 and sum(s for s in seen if s <= 3) == 10
