@@ -88,6 +88,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             raise SettingsError(f"profile {profile!r}: section {name!r} must be a mapping")
     if "CAPTION_ASSETS_CAPTIONER" in env:
         sections["captioner"]["model"] = env["CAPTION_ASSETS_CAPTIONER"]
+    if "CAPTION_ASSETS_OCR" in env:
+        sections["experts"]["ocr"] = env["CAPTION_ASSETS_OCR"].lower() in ("1", "on", "true", "yes")
     if "CAPTION_ASSETS_FUSER_BACKEND" in env:
         sections["fuser"]["backend"] = env["CAPTION_ASSETS_FUSER_BACKEND"]
     passed = {k: v for k, v in env.items() if k in ("CAPTION_ASSETS_FUSER_URL", "CAPTION_ASSETS_FUSER_API_KEY")}
