@@ -28,7 +28,11 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 class CliError(Exception):
-    """A one-line reason the command could not run."""
+    """A one-line reason the command failed; ``code`` 2 = could not start, 1 = a run failed."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
 
 
 def _configure_env(crawl: Path | None, out: Path | None, profile: str | None) -> Path:
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             print_funnel()
             print_where(home)
             if failures:
-                raise CliError(f"{failures} shard run(s) failed; open the UI's Runs page for the error")
+                raise CliError(f"{failures} run(s) failed; open the UI's Runs page for the error", code=1)
         elif args.command == "report":
             print_funnel()
             if args.html:
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             os.execvp("dagster", ["dagster", "dev", *target, "-h", "127.0.0.1", "-p", str(args.port)])
     except (CliError, SettingsError) as exc:
         print(f"caption-assets: {exc}", file=sys.stderr)
-        return 2 if not str(exc).endswith("for the error") else 1
+        return getattr(exc, "code", 2)
     return 0
 
 

@@ -134,3 +134,12 @@ def batched(it: Iterable[Record], n: int) -> Iterator[list[Record]]:
             batch = []
     if batch:
         yield batch
+
+
+def unreadable_rows(bad: pl.DataFrame, stage: str) -> pl.DataFrame:
+    """Quarantine rows, at a later stage, for pairs whose image no longer decodes from its pointer."""
+    return pl.DataFrame(
+        {"shard": bad["shard"], "stage": stage, "key": bad["key"], "member": bad["image_member"], "reason": "image_unreadable",
+         "message": "image no longer decodes from its shard pointer"},
+        schema=QUARANTINE_SCHEMA,
+    )

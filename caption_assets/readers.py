@@ -8,7 +8,6 @@ bytes stay inside the shard: each record carries an ``ImageRef`` pointing at the
 from __future__ import annotations
 
 import csv
-import io
 import json
 import tarfile
 from collections.abc import Iterator
@@ -108,7 +107,8 @@ def iter_tar(path: Path) -> Iterator[Record]:
                     group = []
                 yield Record(None, f"{path.name}@{tf.offset}", problem=("truncated_tar", f"tar ends early: {exc}"))
                 return
-            if key != group_key and group:
+            # a new key, or an extension the current sample already has, starts the next sample
+            if group and (key != group_key or any(e == ext for e, _, _ in group)):
                 yield from _tar_group(path, group_key, group, seen)
                 group = []
             group_key = key
@@ -146,12 +146,7 @@ def _tar_group(path: Path, key: str | None, group: list[tuple[str, tarfile.TarIn
         yield Record(key, members, problem=("duplicate_key", f"key {key!r} appears again later in the shard"))
         return
     seen.add(key)
-    by_ext: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
-    for ext, m, data in group:
-        if ext in by_ext:
-            yield Record(key, m.name, problem=("duplicate_key", f"second '.{ext}' member for key {key!r}"))
-            continue
-        by_ext[ext] = (m, data)
+    by_ext = {ext: (m, data) for ext, m, data in group}  # extensions are unique within a group
     meta: dict[str, Any] | None = None
     if "json" in by_ext:
         try:
@@ -329,6 +324,3 @@ def _parquet_row_group(path: str, member: str, row: int) -> tuple[pa.Table, int]
     index = max(i for i, s in enumerate(starts) if s <= row)
     return _read_row_group(path, member, index), starts[index]
 
-
-def read_bytes_io(ref: ImageRef) -> io.BytesIO:
-    return io.BytesIO(read_image_bytes(*ref))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import polars as pl
 from dagster import ConfigurableResource
@@ -57,8 +57,6 @@ class LakeStorage(ConfigurableResource):
 
     def existing(self, asset: str) -> dict[str, Path]:
         """Materialized partitions of an asset: partition key -> file."""
-        from urllib.parse import unquote
-
         folder = self.asset_dir(asset)
         if not folder.is_dir():
             return {}

@@ -123,6 +123,8 @@ def test_sentence_initial_capitals_are_not_entities():
 class Stub(BaseHTTPRequestHandler):
     """An OpenAI-compatible /chat/completions stub with a fixed latency and scripted failures."""
 
+    protocol_version = "HTTP/1.1"  # keep-alive, as real servers (vLLM/uvicorn) do
+    disable_nagle_algorithm = True  # headers and body go out without waiting on a delayed ACK
     latency = 0.05
     active = 0
     peak = 0

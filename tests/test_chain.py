@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import json
-from pathlib import Path
 
 import polars as pl
 import pytest

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
-import pytest
 
 from caption_assets.compress import CompressConfig, codebook_select, compress, exact_duplicates, normalise, quotas, semdedup
 

@@ -133,6 +133,13 @@ def test_truncated_tar_keeps_what_came_before(tmp_path: Path):
     assert 0 < res.pairs.height < 6
 
 
+def test_a_repeated_extension_starts_a_new_sample(tmp_path: Path):
+    # two adjacent samples under one key: both are counted, the second is the duplicate
+    a, b = image_bytes(seed=1), image_bytes(seed=2)
+    res = ingest_shard(write_tar(tmp_path / "r.tar", [("k.jpg", a), ("k.txt", b"one"), ("k.jpg", b), ("k.txt", b"two")]), "r.tar")
+    assert (res.seen, res.pairs["caption"].to_list(), reasons(res)) == (2, ["one"], ["duplicate_key"])
+
+
 def test_unreadable_and_empty_shards(tmp_path: Path):
     (tmp_path / "empty.tar").write_bytes(b"")
     res = ingest_shard(tmp_path / "empty.tar", "empty.tar")

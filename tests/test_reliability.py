@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import pytest
 import torch
 
 from caption_assets.cli import INSTANCE_YAML

@@ -55,7 +55,7 @@ def fuse_shard(rec: pl.DataFrame, experts: pl.DataFrame | None, fuser: CaptionFu
     syn_score = rec["synthetic_score"].fill_nan(-np.inf).fill_null(-np.inf).to_numpy()
     guard = Guardrails(cfg.min_words, cfg.max_words, cfg.score_margin)
     reasons = []
-    for f, (err), it, fs, a, s in zip(fused, (e for _, e in fused_llm), items, fused_score, alt_score, syn_score):
+    for f, (_, err), it, fs, a, s in zip(fused, fused_llm, items, fused_score, alt_score, syn_score):
         sources = [it.alt_text, it.synthetic_caption, it.expert_facts]
         reasons.append(err or reject_reason(f, sources, float(fs) if f else None, float(max(a, s)), guard))
     accepted = np.array([r is None for r in reasons])

@@ -47,7 +47,7 @@ class RawPairsConfig(Config):
         return IngestLimits(self.max_pixels, self.max_caption_chars)
 
 
-def funnel_rows(result: IngestResult) -> "list[tuple[str, str | None, int]]":
+def funnel_rows(result: IngestResult) -> list[tuple[str, str | None, int]]:
     """in = passed + flagged (by primary reason) + quarantined (by reason)."""
     rows: list[tuple[str, str | None, int]] = [("in", None, result.seen)]
     rows.append(("passed", None, result.pairs.filter(pl.col("primary_flag").is_null()).height))

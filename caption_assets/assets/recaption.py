@@ -5,7 +5,7 @@ import polars as pl
 from dagster import AutomationCondition, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from caption_assets.decoding import distinct_ngram_ratio
-from caption_assets.ingest import POINTER_COLUMNS, QUARANTINE_SCHEMA
+from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import describe, md_table, table_schema
 from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
 from resources import Captioner, ClipScorer, LakeStorage, QualityWarehouse
@@ -73,10 +73,7 @@ def recaptioned_pairs(
         captioner=pl.lit(captioner.model_id()),
     )
     bad = kept.filter(~pl.Series(ok, dtype=pl.Boolean)) if kept.height else kept
-    quarantine = pl.DataFrame(
-        {"shard": bad["shard"], "stage": STAGE, "key": bad["key"], "member": bad["image_member"], "reason": "image_unreadable", "message": "image no longer decodes"},
-        schema=QUARANTINE_SCHEMA,
-    )
+    quarantine = unreadable_rows(bad, STAGE)
     path = lake.write_parquet(out, STAGE, shard)
     qpath = lake.write_parquet(quarantine, STAGE + "_quarantine", shard)
     diversity = [distinct_ngram_ratio(c, 2) for c in candidates]

@@ -6,7 +6,7 @@ from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLi
 
 from caption_assets.assets.reward_model import head_path
 from caption_assets.heuristics import FLAG_ORDER
-from caption_assets.ingest import POINTER_COLUMNS, QUARANTINE_SCHEMA
+from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import counts_by, md_histogram, md_table, table_schema
 from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
 from caption_assets.reward import load_head, score_with_head
@@ -48,12 +48,7 @@ def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl
         reward_score=pl.Series(reward.astype(np.float32)) if reward is not None else pl.lit(None, dtype=pl.Float32),
     )
     mask = pl.Series(ok)
-    bad = scored.filter(~mask)
-    quarantine = pl.DataFrame(
-        {"shard": bad["shard"], "stage": STAGE, "key": bad["key"], "member": bad["image_member"], "reason": "image_unreadable", "message": "image no longer decodes from its shard pointer"},
-        schema=QUARANTINE_SCHEMA,
-    )
-    return scored.filter(mask), quarantine, version
+    return scored.filter(mask), unreadable_rows(scored.filter(~mask), STAGE), version
 
 
 @asset(
