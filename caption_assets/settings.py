@@ -107,7 +107,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     k8s_config = _resolve(env.get("CAPTION_ASSETS_K8S_EXECUTOR_CONFIG", "deploy/k8s/executor.yaml"))
     if executor == "k8s" and not k8s_config.is_file():
         raise SettingsError(f"CAPTION_ASSETS_K8S_EXECUTOR_CONFIG={str(k8s_config)!r} does not exist")
-    validate_sections(profile, clip, sections)
+    validate_sections(profile, clip, {**sections, "compress": dict(raw.get("compress") or {})})
     return Settings(
         profile, crawl_dir, data_dir, warehouse_path, annotations, clip, env=passed, automation=automation == "on",
         max_concurrent=max_concurrent, executor=executor, k8s_executor_config=k8s_config, **sections,
@@ -138,7 +138,7 @@ def validate_sections(profile: str, clip: dict[str, Any], sections: dict[str, di
     fuser = sections["fuser"]
     if fuser.get("backend", "rules") not in ("rules", "transformers", "openai"):
         raise SettingsError(f"{where} fuser.backend={fuser['backend']!r} must be rules, transformers or openai")
-    compress = dict((yaml.safe_load((PROFILES_DIR / f"{profile}.yaml").read_text()) or {}).get("compress") or {})
+    compress = sections["compress"]
     ratio = compress.get("target_ratio", 0.2)
     if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
         raise SettingsError(f"{where} compress.target_ratio={ratio!r} must be in (0, 1]")
