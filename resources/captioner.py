@@ -43,8 +43,10 @@ looking standing sitting lying parked holding posing seen close-up view top side
 def build_demo_captioner(folder: Path, seed: int = 0) -> Path:
     """A tiny ViT -> GPT-2 VisionEncoderDecoder with a word-level tokenizer. RANDOM WEIGHTS."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers.utils import logging as hf_logging
     from transformers import GPT2Config, PreTrainedTokenizerFast, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig, ViTImageProcessor
 
+    hf_logging.disable_progress_bar()
     tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator([DEMO_VOCAB_TEXT], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[BOS]", "[EOS]", "[UNK]"]))

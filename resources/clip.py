@@ -56,7 +56,11 @@ def build_random_checkpoint(path: Path, model_name: str = DEMO_MODEL_NAME, seed:
     register_demo_config()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    model = open_clip.create_model(model_name, pretrained=None)
+    logging.disable(logging.WARNING)  # open_clip warns that the weights are random: that is the point here
+    try:
+        model = open_clip.create_model(model_name, pretrained=None)
+    finally:
+        logging.disable(logging.NOTSET)
     tmp = path.with_suffix(".tmp")
     torch.save({"state_dict": model.state_dict(), "note": "RANDOM WEIGHTS (demo): scores mean nothing"}, tmp)
     tmp.replace(path)
