@@ -14,7 +14,7 @@ from pathlib import Path
 
 from caption_assets.settings import PROJECT_ROOT, SettingsError
 
-UI_HINT = "DAGSTER_HOME={home} caption-assets ui   # then open http://127.0.0.1:3000/asset-groups"
+UI_HINT = "DAGSTER_HOME={home} {exe} ui   # then open http://127.0.0.1:3000/asset-groups"
 
 
 # The local instance: no telemetry; every concurrency pool (the model steps use "gpu") runs one step at a time.
@@ -130,7 +130,8 @@ def print_where(home: Path) -> None:
 
     s = load_settings()
     print("\nWhere to look:")
-    print(f"  UI         {UI_HINT.format(home=home)}")
+    script = Path(sys.executable).parent / "caption-assets"  # the venv's script: works without activating it
+    print(f"  UI         {UI_HINT.format(home=home, exe=script if script.exists() else 'caption-assets')}")
     print(f"  warehouse  {s.warehouse_path}   (caption-assets report, or duckdb -readonly)")
     print(f"  outputs    {s.lake_dir}/<asset>/<shard>.parquet")
     export = s.lake_dir / "compressed_dataset"
