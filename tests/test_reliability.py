@@ -201,8 +201,9 @@ def test_two_partitions_in_parallel_with_the_multiprocess_executor(tmp_path: Pat
     crawl.mkdir()
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
-    for s in ("p.tar", "q.tar"):
-        write_tar(crawl / s, wds_members(30, prefix=s[0]))
+    # distinct images per shard: with shared ones, q.tar's cross-shard duplicate flag would depend on which run wrote first
+    for start, s in ((0, "p.tar"), (100, "q.tar")):
+        write_tar(crawl / s, wds_members(30, start=start, prefix=s[0]))
     env = {**os.environ, "DAGSTER_HOME": str(home), "CAPTION_ASSETS_CRAWL_DIR": str(crawl), "CAPTION_ASSETS_DATA_DIR": str(tmp_path / "data"), "CAPTION_ASSETS_PROFILE": "demo"}
     from dagster import DagsterInstance
 
