@@ -1,0 +1,220 @@
+"""Procedural scenes with known truth: 1-3 coloured shapes on a plain or textured background.
+
+Pure code (Pillow + numpy), no Dagster. Every scene is a small dataclass that is also its ground truth:
+what is drawn is exactly what ``Scene`` says, object by object, so captions, filters and models can be
+judged against it. Randomness comes from a ``random.Random`` seeded by (split, seed, index), so a
+split's samples never overlap another split's and the same arguments give the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "heart")
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (215, 40, 40),
+    "orange": (245, 140, 25),
+    "yellow": (240, 215, 40),
+    "green": (40, 160, 60),
+    "blue": (40, 80, 220),
+    "purple": (140, 55, 180),
+    "white": (245, 245, 245),
+    "black": (25, 25, 25),
+}
+SIZES = ("small", "large")
+# Slot centres (x, y) as fractions of the canvas; listed in caption order (left to right, top to bottom).
+POSITIONS: dict[str, tuple[float, float]] = {
+    "left": (0.19, 0.5),
+    "top": (0.5, 0.19),
+    "centre": (0.5, 0.5),
+    "bottom": (0.5, 0.81),
+    "right": (0.81, 0.5),
+}
+# Half the object's box, as a fraction of the canvas side: as large as the slots allow without overlap,
+# so a small shape is still ~13 px wide once a model resizes the image to 64 px.
+HALF_EXTENT = {"small": 0.1, "large": 0.145}
+WORDS = ("OPEN", "SALE", "CAFE", "HOTEL", "TAXI", "STOP", "MUSIC", "BOOKS", "PIZZA", "PARK")
+FONT_PATHS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+WORD_CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    shape: str
+    colour: str
+    size: str
+    position: str
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[SceneObject, ...]
+    background: str
+    textured: bool
+    side: int  # square canvas, pixels
+    word: str | None = None
+    word_corner: str | None = None
+    seed: int = 0  # drives the pixel-level jitter (positions, shades, texture)
+    tags: dict = field(default_factory=dict, compare=False)
+
+    def ordered(self) -> list[SceneObject]:
+        order = list(POSITIONS)
+        return sorted(self.objects, key=lambda o: order.index(o.position))
+
+    def truth(self) -> dict:
+        """Structured truth as plain Python (one row of a truth table)."""
+        return {
+            "objects": [asdict(o) for o in self.ordered()],
+            "background": self.background,
+            "textured": self.textured,
+            "side": self.side,
+            "word": self.word,
+        }
+
+
+def scene_rng(split: str, seed: int, index: int) -> random.Random:
+    """A generator per sample: string seeds hash deterministically (sha512) across processes and runs."""
+    return random.Random(f"world:{split}:{seed}:{index}")
+
+
+def sample_scene(rng: random.Random, *, word_rate: float = 0.25, side: int | None = None, max_objects: int = 3) -> Scene:
+    """Draw a scene: 1-3 objects in distinct slots, a background colour none of them has."""
+    n = rng.choices([1, 2, 3], weights=[0.4, 0.35, 0.25])[0] if max_objects >= 3 else rng.randint(1, max_objects)
+    slots = rng.sample(list(POSITIONS), n)
+    objects = tuple(SceneObject(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SIZES), p) for p in slots)
+    background = rng.choice([c for c in COLOURS if c not in {o.colour for o in objects}])
+    if side is None:
+        side = rng.choice((96, 128, 160)) if rng.random() < 0.1 else rng.randrange(200, 513, 8)
+    word = rng.choice(WORDS) if side >= 200 and rng.random() < word_rate else None
+    return Scene(objects, background, rng.random() < 0.4, side, word, rng.choice(WORD_CORNERS) if word else None, rng.getrandbits(31))
+
+
+# ----------------------------------------------------------------------------------------------- drawing
+
+
+def _star(cx: float, cy: float, r: float, points: int = 5) -> list[tuple[float, float]]:
+    out = []
+    for i in range(points * 2):
+        rad = r if i % 2 == 0 else r * 0.45
+        a = -math.pi / 2 + i * math.pi / points
+        out.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
+    return out
+
+
+def _heart(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    pts = []
+    for i in range(64):
+        t = 2 * math.pi * i / 64
+        x = 16 * math.sin(t) ** 3
+        y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+        pts.append((cx + r * x / 16.5, cy - r * (y + 2.5) / 15.5))
+    return pts
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, int, int] | int) -> None:
+    """Draw one shape whose bounding box is about ``2r`` wide, centred on (cx, cy)."""
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        s = r * 0.85
+        draw.rectangle((cx - s, cy - s, cx + s, cy + s), fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=fill)
+    elif shape == "star":
+        draw.polygon(_star(cx, cy, r), fill=fill)
+    elif shape == "cross":
+        t = r * 0.32
+        draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
+        draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
+    elif shape == "ring":
+        draw.ellipse(box, outline=fill, width=max(2, int(round(r * 0.32))))
+    elif shape == "diamond":
+        draw.polygon([(cx, cy - r), (cx + r * 0.7, cy), (cx, cy + r), (cx - r * 0.7, cy)], fill=fill)
+    elif shape == "heart":
+        draw.polygon(_heart(cx, cy, r), fill=fill)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+
+
+@lru_cache(maxsize=64)
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """DejaVu Sans Bold (Debian's fonts-dejavu-core) when present, else Pillow's bundled default font."""
+    for path in FONT_PATHS:
+        if Path(path).exists():
+            return ImageFont.truetype(path, size)
+    return ImageFont.load_default(size)
+
+
+def _shade(rng: random.Random, rgb: tuple[int, int, int], amount: int) -> tuple[int, int, int]:
+    return tuple(int(min(255, max(0, c + rng.randint(-amount, amount)))) for c in rgb)  # type: ignore[return-value]
+
+
+def object_geometry(scene: Scene) -> list[tuple[SceneObject, float, float, float]]:
+    """(object, cx, cy, r) in pixels, with the scene's small positional jitter."""
+    rng = random.Random(scene.seed)
+    out = []
+    for o in scene.objects:
+        fx, fy = POSITIONS[o.position]
+        jx, jy = rng.uniform(-0.0075, 0.0075), rng.uniform(-0.0075, 0.0075)
+        out.append((o, (fx + jx) * scene.side, (fy + jy) * scene.side, HALF_EXTENT[o.size] * scene.side))
+    return out
+
+
+def render(scene: Scene) -> Image.Image:
+    """The scene as an RGB image (objects never overlap: slots are far enough apart)."""
+    rng = random.Random(scene.seed ^ 0x5EED)
+    s = scene.side
+    bg = _shade(rng, COLOURS[scene.background], 10)
+    im = Image.new("RGB", (s, s), bg)
+    if scene.textured:
+        arr = np.asarray(im, dtype=np.int16).copy()
+        nrng = np.random.default_rng(scene.seed)
+        period = nrng.integers(6, 16)
+        stripes = ((np.arange(s)[:, None] + np.arange(s)[None, :]) // period % 2).astype(np.int16) * 18 - 9
+        arr += stripes[..., None] + nrng.integers(-8, 9, size=(s, s, 1), dtype=np.int16)
+        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for o, cx, cy, r in object_geometry(scene):
+        draw_shape(draw, o.shape, cx, cy, r, _shade(rng, COLOURS[o.colour], 12))
+    if scene.word:
+        size = max(12, int(s * 0.075))
+        f = font(size)
+        l, t, r_, b = draw.textbbox((0, 0), scene.word, font=f)
+        w, h = r_ - l, b - t
+        pad = int(s * 0.03)
+        x = pad if scene.word_corner.endswith("left") else s - pad - w  # type: ignore[union-attr]
+        y = pad if scene.word_corner.startswith("top") else s - pad - h  # type: ignore[union-attr]
+        ink = (255, 255, 255) if sum(COLOURS[scene.background]) < 380 else (0, 0, 0)
+        draw.text((x - l, y - t), scene.word, font=f, fill=ink)
+    return im
+
+
+def object_masks(scene: Scene) -> list[np.ndarray]:
+    """Boolean mask of each object (in ``scene.objects`` order), drawn alone: for checking the truth."""
+    out = []
+    for o, cx, cy, r in object_geometry(scene):
+        m = Image.new("L", (scene.side, scene.side), 0)
+        draw_shape(ImageDraw.Draw(m), o.shape, cx, cy, r, 255)
+        out.append(np.asarray(m) > 0)
+    return out
+
+
+def nearest_colour(rgb: np.ndarray) -> str:
+    names = list(COLOURS)
+    palette = np.array([COLOURS[n] for n in names], dtype=np.float64)
+    return names[int(np.argmin(((palette - rgb[None, :]) ** 2).sum(axis=1)))]
+
+
+def encode(im: Image.Image, fmt: str, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {"optimize": False}))
+    return buf.getvalue()

@@ -1,0 +1,121 @@
+"""The procedural world: deterministic, truthful, noisy at the configured rates, and kept apart from the crawl."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from caption_assets.shards import discover_shards
+from caption_assets.world.captions import (
+    canonical, hallucinated, mentioned_objects, names_every_object, paraphrase, partial, truth_objects, wrong_attribute,
+)
+from caption_assets.world.crawl import CrawlSpec, CrawlWriter, NoiseRates, preferences, shard_plan, write_crawl
+from caption_assets.world.scene import COLOURS, POSITIONS, SHAPES, nearest_colour, object_masks, render, sample_scene, scene_rng
+
+
+def test_same_seed_same_bytes_and_truth(tmp_path: Path):
+    spec = lambda: CrawlSpec(shard_plan(5, 12), seed=3)  # noqa: E731
+    a, ta = write_crawl(tmp_path / "a", spec())
+    b, tb = write_crawl(tmp_path / "b", spec())
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files_a)
+    assert ta.equals(tb)
+    other = write_crawl(tmp_path / "c", CrawlSpec(shard_plan(5, 12), seed=4))[1]
+    assert not other.select("alt_text").equals(ta.select("alt_text"))
+
+
+def test_truth_sits_beside_the_crawl_never_in_it(tmp_path: Path):
+    crawl, truth = write_crawl(tmp_path, CrawlSpec(shard_plan(5, 10), seed=1))
+    assert (tmp_path / "truth.parquet").exists() and not list(crawl.rglob("truth*"))
+    assert sorted(discover_shards(crawl)) == sorted(name for name, _, _ in shard_plan(5, 10))
+    # every sample the shards hold has exactly one truth row: 5 x 10 drawn + the hostile members
+    assert truth["uid"].is_unique().all()
+    assert truth.filter(pl.col("noise") != "broken").height == 50
+    assert set(truth.filter(pl.col("noise") == "broken")["expected_quarantine"]) >= {"corrupt_image", "truncated_image", "caption_not_utf8", "download_failed", "empty_image"}
+
+
+@pytest.mark.parametrize("index", range(40))
+def test_drawn_objects_match_their_truth(index: int):
+    scene = sample_scene(scene_rng("unit", 0, index))
+    pixels = np.asarray(render(scene), dtype=np.float64)
+    masks = object_masks(scene)
+    assert len(masks) == len(scene.objects)
+    union = np.zeros(masks[0].shape, bool)
+    for obj, mask in zip(scene.objects, masks):
+        assert mask.sum() > 20
+        assert not (mask & union).any(), "objects overlap"
+        union |= mask
+        assert nearest_colour(np.median(pixels[mask], axis=0)) == obj.colour  # the dominant colour inside the mask
+        ys, xs = np.nonzero(mask)
+        fx, fy = POSITIONS[obj.position]
+        assert abs(xs.mean() / scene.side - fx) < 0.08 and abs(ys.mean() / scene.side - fy) < 0.08
+    assert nearest_colour(np.median(pixels[~union], axis=0)) == scene.background
+    assert scene.background not in {o.colour for o in scene.objects}
+
+
+def test_world_vocabulary_is_as_wide_as_promised():
+    scenes = [sample_scene(scene_rng("unit", 1, i)) for i in range(400)]
+    assert len(SHAPES) >= 8 and len(COLOURS) >= 8
+    assert {o.shape for s in scenes for o in s.objects} == set(SHAPES)
+    assert {o.colour for s in scenes for o in s.objects} == set(COLOURS)
+    assert {len(s.objects) for s in scenes} == {1, 2, 3}
+    assert min(s.side for s in scenes) >= 96 and max(s.side for s in scenes) <= 512
+    assert any(s.word for s in scenes) and any(s.textured for s in scenes)
+
+
+def test_captions_parse_back_to_their_objects():
+    rng = random.Random(0)
+    for i in range(200):
+        scene = sample_scene(scene_rng("unit", 2, i))
+        assert names_every_object(canonical(scene), scene.objects)
+        assert names_every_object(paraphrase(scene, rng), scene.objects)
+        wrong, altered, kind = wrong_attribute(scene, rng)
+        assert not names_every_object(wrong, scene.objects) and names_every_object(wrong, altered.objects)
+        assert hallucinated(wrong, scene.objects) == 1
+        assert sum(mentioned_objects(partial(scene, rng)).values()) <= 1
+    assert mentioned_objects("two small red circles left of a large blue star on a green background") == Counter({("red", "circle"): 2, ("blue", "star"): 1})
+    assert truth_objects([{"colour": "red", "shape": "ring"}]) == Counter({("red", "ring"): 1})
+
+
+def test_each_noise_kind_appears_at_its_rate():
+    rates = NoiseRates(ood_photo=0.0)
+    w = CrawlWriter(CrawlSpec([], seed=11, rates=rates, web_texts=[("Assistance Dogs 1st Place Winner", "http://example.com/x.jpg")]))
+    n = 2000
+    for i in range(n):
+        w.draw("s.tar", f"{i:06d}", "JPEG")
+    got = w.truth_frame().group_by("noise").len()
+    frac = dict(zip(got["noise"], (got["len"] / n).to_list()))
+    names, weights = rates.kinds()
+    expected = {k: v / sum(weights) for k, v in zip(names, weights)}
+    frac["correct"] = frac.get("correct", 0) + frac.pop("text_in_image", 0)  # correct pairs whose image shows a word
+    for kind, rate in expected.items():
+        assert abs(frac.get(kind, 0.0) - rate) < 0.03, (kind, frac.get(kind), rate)
+
+
+def test_duplicates_share_a_group_with_their_original():
+    w = CrawlWriter(CrawlSpec([], seed=5))
+    for i in range(300):
+        w.draw("s.tar", f"{i:06d}", "JPEG")
+    t = w.truth_frame()
+    dups = t.filter(pl.col("noise").is_in(["exact_duplicate", "near_duplicate"]))
+    assert dups.height > 20
+    originals = t.join(dups.select(pl.col("duplicate_of").alias("uid"), pl.col("duplicate_group").alias("g")), on="uid")
+    assert (originals["duplicate_group"] == originals["g"]).all()
+
+
+def test_preferences_put_the_true_caption_first():
+    w = CrawlWriter(CrawlSpec([], seed=2))
+    for i in range(200):
+        w.draw("s.tar", f"{i:06d}", "JPEG")
+    truth = w.truth_frame()
+    prefs = list(preferences(truth, fraction=1.0))
+    clean = dict(zip(truth["uid"], truth["clean_caption"]))
+    assert len(prefs) == truth.filter(pl.col("noise").is_in(["correct", "text_in_image"])).height
+    assert all(p["captions"][p["preferred"]] == clean[p["image_key"]] for p in prefs)
+    assert {p["preferred"] for p in prefs} == {0, 1, 2, 3}  # the winner's position is shuffled
