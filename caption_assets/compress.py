@@ -13,6 +13,8 @@ import faiss
 import numpy as np
 import polars as pl
 
+from caption_assets.degeneration import is_degenerate
+
 
 @dataclass(frozen=True)
 class CompressConfig:
@@ -157,6 +159,11 @@ class Compression:
     score: np.ndarray
     n_clusters: int
     target: int
+    degenerate: np.ndarray | None = None  # final caption degenerate: never exported
+
+    def __post_init__(self) -> None:
+        if self.degenerate is None:
+            self.degenerate = np.zeros(len(self.selected), dtype=bool)
 
 
 def compress(df: pl.DataFrame, image_emb: np.ndarray, cfg: CompressConfig) -> Compression:
@@ -168,8 +175,9 @@ def compress(df: pl.DataFrame, image_emb: np.ndarray, cfg: CompressConfig) -> Co
     score = selection_score(df, cfg)
     x = normalise(image_emb)
     exact = exact_duplicates(df, score, cfg.phash_max_distance)
+    bad = np.array([is_degenerate(c) for c in df["final_caption"].to_list()], dtype=bool) & ~exact
     cluster, _ = kmeans(x, cfg.n_clusters or default_clusters(n), cfg.kmeans_iters, cfg.seed)
-    semantic = semdedup(x, cluster, score, cfg.semdedup_eps, ~exact)
+    semantic = semdedup(x, cluster, score, cfg.semdedup_eps, ~exact & ~bad)
     target = int(round(cfg.target_ratio * n))
-    selected = codebook_select(cluster, score, ~exact & ~semantic, target, cfg.alpha, cfg.min_score)
-    return Compression(cluster, exact, semantic & ~exact, selected, score, int(cluster.max()) + 1, target)
+    selected = codebook_select(cluster, score, ~exact & ~semantic & ~bad, target, cfg.alpha, cfg.min_score)
+    return Compression(cluster, exact, semantic & ~exact & ~bad, selected, score, int(cluster.max()) + 1, target, bad)

@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from string import Template
 
+from caption_assets.degeneration import is_degenerate, tokens
+
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 
 REFUSAL_PATTERNS = re.compile(
@@ -56,15 +58,30 @@ def expert_facts(tags: Sequence[str], ocr_text: str | None) -> str:
     return "; ".join(parts)
 
 
+# Words that carry no knowledge of their own in an alt-text (articles, prepositions, "photo of").
+FILLER = frozenset(
+    "a an the of on in at to with and or for by from near over under its this that is are be".split()
+    + "picture pictures photo photos image images showing shows view".split()
+)
+
+
+def novel_words(alt_text: str, synthetic: str) -> set[str]:
+    """Content words of the alt-text that the synthetic caption does not already say."""
+    return {w for w in tokens(alt_text) if w not in FILLER} - set(tokens(synthetic))
+
+
 def rule_fuse(item: FusionInput, alt_informative: bool, tags: Sequence[str] = (), ocr_text: str | None = None) -> str:
-    """Deterministic fusion without a model: the synthetic caption, the alt-text's knowledge when it is
-    informative, the OCR text when there is some. Used by the demo profile and as the fallback."""
+    """Deterministic fusion without a model: the synthetic caption, the alt-text when it is informative and
+    adds words the synthetic caption lacks, the OCR text when the alt-text does not already quote it.
+    Used by the demo profile and as the fallback."""
     base = item.synthetic_caption.strip().rstrip(".")
+    alt = item.alt_text.strip().rstrip(".")
     parts = [base] if base else []
-    if alt_informative and item.alt_text.strip():
-        parts.append(item.alt_text.strip().rstrip("."))
-    if ocr_text:
-        parts.append(f'with the text "{ocr_text.strip()}"')
+    if alt_informative and alt and (not base or novel_words(alt, base)):
+        parts.append(alt)
+    ocr = (ocr_text or "").strip()
+    if ocr and f'"{ocr.lower()}"' not in ", ".join(parts).lower():
+        parts.append(f'with the text "{ocr}"')
     return ", ".join(parts)
 
 
@@ -95,6 +112,8 @@ def reject_reason(fused: str | None, sources: Sequence[str], fused_score: float 
     """None when the fused caption may replace its inputs, else the first failing guardrail."""
     if fused is None or not fused.strip():
         return "empty"
+    if is_degenerate(fused):
+        return "degenerate"
     words = len(fused.split())
     if words < g.min_words:
         return "too_short"

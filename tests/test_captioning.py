@@ -91,6 +91,12 @@ def test_rule_fuser():
     item = FusionInput("Eiffel Tower, Paris.", "a tall tower at night.")
     assert rule_fuse(item, True, ocr_text="PARIS") == 'a tall tower at night, Eiffel Tower, Paris, with the text "PARIS"'
     assert rule_fuse(item, False) == "a tall tower at night"
+    # an alt-text that says nothing the synthetic caption does not is left out; a quoted word is not repeated
+    lazy = FusionInput("a picture of a red circle", "a large red circle on the left on a blue background")
+    assert rule_fuse(lazy, True) == "a large red circle on the left on a blue background"
+    worded = FusionInput('a red circle with the word "OPEN"', "a large red circle on the left on a blue background")
+    assert rule_fuse(worded, True, ocr_text="OPEN") == 'a large red circle on the left on a blue background, a red circle with the word "OPEN"'
+    assert rule_fuse(FusionInput("red circle", ""), True) == "red circle"
 
 
 SOURCES = ["Eiffel Tower at night, Paris 2019", "a tall metal tower lit up at night", ""]

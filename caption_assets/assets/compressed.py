@@ -20,6 +20,7 @@ from dagster import (
 from PIL import Image
 
 from caption_assets.compress import Compression, CompressConfig, compress
+from caption_assets.degeneration import is_degenerate
 from caption_assets.metadata import md_table
 from caption_assets.report import before_after, plots, render_html
 from caption_assets.settings import profile_section
@@ -28,7 +29,7 @@ from resources import LakeStorage, QualityWarehouse
 ASSET = "compressed_dataset"
 STAGE = "compressed_dataset"
 ALL = "__all__"
-CHECKS = ("ratio_within_tolerance", "no_duplicate_keys", "export_matches_manifest", "exported_images_open")
+CHECKS = ("ratio_within_tolerance", "no_duplicate_keys", "export_matches_manifest", "exported_images_open", "no_degenerate_captions")
 
 
 _PROFILE = profile_section("compress")  # defaults come from the active profile's `compress:` section
@@ -66,7 +67,8 @@ def export_dir(lake: LakeStorage) -> Path:
 
 
 def selection_frame(df: pl.DataFrame, res: Compression) -> pl.DataFrame:
-    reason = np.where(res.exact_dup, "exact_duplicate", np.where(res.semantic_dup, "semantic_duplicate", np.where(res.selected, None, "not_selected")))
+    reason = np.where(res.exact_dup, "exact_duplicate", np.where(res.degenerate, "degenerate_caption", np.where(res.semantic_dup, "semantic_duplicate",
+                      np.where(res.selected, None, "not_selected"))))
     return df.select("uid", "shard").with_columns(
         cluster=pl.Series(res.cluster), selection_score=pl.Series(res.score), selected=pl.Series(res.selected), drop_reason=pl.Series(reason.tolist(), dtype=pl.String)
     )
@@ -85,7 +87,8 @@ def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[st
         sel = pl.read_parquet(sel_path)
         df = load_fused(lake).join(sel.select("uid", "cluster", "selected", "drop_reason", "selection_score"), on="uid", how="inner")
         res = Compression(df["cluster"].to_numpy(), (df["drop_reason"] == "exact_duplicate").to_numpy(), (df["drop_reason"] == "semantic_duplicate").to_numpy(),
-                          df["selected"].to_numpy(), df["selection_score"].to_numpy(), int(df["cluster"].max() or 0) + 1, int(df["selected"].sum()))
+                          df["selected"].to_numpy(), df["selection_score"].to_numpy(), int(df["cluster"].max() or 0) + 1, int(df["selected"].sum()),
+                          (df["drop_reason"] == "degenerate_caption").to_numpy())
         images = plots(df, res)
     out = export_dir(lake)
     images = images or {}
@@ -116,7 +119,8 @@ def compressed_dataset(context: AssetExecutionContext, config: CompressedDataset
     selection_frame(df, res).write_parquet(out / "selection.parquet")
     comparison = before_after(df, image_emb, res, config.semdedup_eps) if df.height else pl.DataFrame({"metric": [], "before": [], "after": []})
     funnel = [("in", None, df.height), ("exact_duplicate", None, int(res.exact_dup.sum())), ("semantic_duplicate", None, int(res.semantic_dup.sum())),
-              ("not_selected", None, int((~res.selected & ~res.exact_dup & ~res.semantic_dup).sum())), ("selected", None, int(res.selected.sum()))]
+              ("degenerate_caption", None, int(res.degenerate.sum())),
+              ("not_selected", None, int((~res.selected & ~res.exact_dup & ~res.semantic_dup & ~res.degenerate).sum())), ("selected", None, int(res.selected.sum()))]
     warehouse.replace_partition(STAGE, ALL, funnel, None, context.run.run_id, [("target_ratio", config.target_ratio)])
     warehouse.replace_comparison(comparison, context.run.run_id)
     images = plots(df, res) if df.height else {}
@@ -140,7 +144,7 @@ def compressed_dataset(context: AssetExecutionContext, config: CompressedDataset
             "report": MetadataValue.path(str(report)),
         }
     )
-    eligible = int((~res.exact_dup & ~res.semantic_dup).sum())
+    eligible = int((~res.exact_dup & ~res.semantic_dup & ~res.degenerate).sum())
     yield from run_checks(out, df.height, eligible, config)
 
 
@@ -191,3 +195,9 @@ def run_checks(out: Path, pairs_in: int, unique_pairs: int, config: CompressedDa
         metadata={"only_in_shards": len(only_tar), "only_in_manifest": len(only_manifest)},
     )
     yield AssetCheckResult(check_name="exported_images_open", asset_key=ASSET, passed=not broken, metadata={"broken": len(broken), "checked": len(keys)})
+    degenerate = manifest.filter(pl.col("final_caption").map_elements(is_degenerate, return_dtype=pl.Boolean)) if manifest.height else manifest
+    yield AssetCheckResult(
+        check_name="no_degenerate_captions", asset_key=ASSET, passed=degenerate.height == 0,
+        metadata={"degenerate": degenerate.height, "checked": manifest.height,
+                  "examples": md_table(degenerate.select("key", "final_caption", "final_source").head(5)) if degenerate.height else "none"},
+    )

@@ -5,6 +5,7 @@ import polars as pl
 from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
 
 from caption_assets.assets.reward_model import head_path
+from caption_assets.degeneration import is_degenerate
 from caption_assets.fusion import FusionInput, Guardrails, expert_facts, reject_reason, rule_fuse
 from caption_assets.metadata import counts_by, describe, md_table, table_schema
 from caption_assets.partitions import shards_partitions
@@ -59,7 +60,9 @@ def fuse_shard(rec: pl.DataFrame, experts: pl.DataFrame | None, fuser: CaptionFu
         sources = [it.alt_text, it.synthetic_caption, it.expert_facts]
         reasons.append(err or reject_reason(f, sources, float(fs) if f else None, float(max(a, s)), guard))
     accepted = np.array([r is None for r in reasons])
-    syn_wins = syn_score > alt_score
+    # The fallback is the better-scored input caption that is usable: a degenerate alt-text never wins.
+    alt_bad = np.array([is_degenerate(it.alt_text) for it in items], dtype=bool)
+    syn_wins = (syn_score > alt_score) | (alt_bad & np.isfinite(syn_score))
     source = np.where(accepted, "fused", np.where(syn_wins, "synthetic", "alt_text"))
     final_score = np.where(accepted, fused_score, np.maximum(alt_score, syn_score)).astype(np.float32)
     alt_emb = rec["text_emb"].to_numpy().astype(np.float32) if rec.height else fused_emb

@@ -5,6 +5,7 @@ import polars as pl
 from dagster import AutomationCondition, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from caption_assets.decoding import distinct_ngram_ratio
+from caption_assets.degeneration import is_degenerate
 from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import describe, md_table, table_schema
 from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
@@ -17,7 +18,8 @@ def rerank(image_emb: np.ndarray, candidates: list[list[str]], clip: ClipScorer)
     """Score every candidate against its image (CLIP-reward / self-retrieval selection).
 
     Returns per-row candidate scores, the index of the best candidate and its text embedding.
-    Empty candidates score -inf, so they are never chosen over a real one.
+    Empty and degenerate candidates (``caption_assets.degeneration``) score -inf, so they are never
+    chosen over a real one; a row whose candidates are all rejected gets no synthetic caption.
     """
     if not candidates:
         return [], np.zeros(0, dtype=np.int64), np.zeros((0, image_emb.shape[1]), np.float32)
@@ -26,7 +28,7 @@ def rerank(image_emb: np.ndarray, candidates: list[list[str]], clip: ClipScorer)
     owner = np.repeat(np.arange(len(candidates)), [len(cs) for cs in candidates])
     img = image_emb.astype(np.float32)
     scores = (img[owner] * text).sum(axis=1)
-    scores[np.array([not c.strip() for c in flat], dtype=bool)] = -np.inf
+    scores[np.array([not c.strip() or is_degenerate(c) for c in flat], dtype=bool)] = -np.inf
     per_row = np.split(scores, np.cumsum([len(cs) for cs in candidates])[:-1])
     best = np.array([int(np.argmax(s)) for s in per_row], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum([len(cs) for cs in candidates])[:-1]]).astype(np.int64)
@@ -62,12 +64,14 @@ def recaptioned_pairs(
     candidates = [c for c, o in zip(candidates, ok) if o]
     scores, best, best_emb = rerank(image_emb[ok] if kept.height else image_emb, candidates, clip)
     dim = image_emb.shape[1]
-    synthetic = [cs[b] for cs, b in zip(candidates, best)]
+    usable = [bool(np.isfinite(s[b])) for s, b in zip(scores, best)]
+    synthetic = [cs[b] if u else None for cs, b, u in zip(candidates, best, usable)]
+    rejected = sum(1 for cs in candidates for c in cs if c.strip() and is_degenerate(c))
     out = good.select("uid", "key", "shard", *POINTER_COLUMNS, "caption", "clip_score").with_columns(
         candidates=pl.Series(candidates, dtype=pl.List(pl.String)),
         candidate_scores=pl.Series(scores, dtype=pl.List(pl.Float32)),
         synthetic_caption=pl.Series(synthetic, dtype=pl.String),
-        synthetic_score=pl.Series([s[b] for s, b in zip(scores, best)], dtype=pl.Float32),
+        synthetic_score=pl.Series([s[b] if u else None for s, b, u in zip(scores, best, usable)], dtype=pl.Float32),
         synthetic_emb=pl.Series(best_emb.astype(np.float16), dtype=pl.Array(pl.Float16, dim)),
         decoding=pl.lit(captioner.decoding),
         captioner=pl.lit(captioner.model_id()),
@@ -78,7 +82,8 @@ def recaptioned_pairs(
     qpath = lake.write_parquet(quarantine, STAGE + "_quarantine", shard)
     diversity = [distinct_ngram_ratio(c, 2) for c in candidates]
     gains = [s[b] - s[0] for s, b in zip(scores, best) if np.isfinite(s[0]) and np.isfinite(s[b])]
-    stats = [("candidate_distinct_2gram_ratio", float(np.mean(diversity)) if diversity else 0.0), ("best_of_n_gain", float(np.mean(gains)) if gains else 0.0)]
+    stats = [("candidate_distinct_2gram_ratio", float(np.mean(diversity)) if diversity else 0.0), ("best_of_n_gain", float(np.mean(gains)) if gains else 0.0),
+             ("degenerate_candidates", float(rejected))]
     funnel = [("in", None, kept.height), ("kept", None, out.height)] + ([("quarantined", "image_unreadable", bad.height)] if bad.height else [])
     warehouse.replace_partition(STAGE, shard, funnel, qpath, context.run.run_id, stats)
     return MaterializeResult(
@@ -88,6 +93,8 @@ def recaptioned_pairs(
             "decoding": captioner.decoding,
             "captioner": captioner.model_id(),
             "candidates_per_pair": captioner.num_candidates,
+            "degenerate_candidates_rejected": rejected,
+            "pairs_without_synthetic_caption": usable.count(False),
             "candidate_diversity_distinct_2gram": stats[0][1],
             "best_of_n_score_gain_over_first": stats[1][1],
             "synthetic_caption_words": md_table(describe(out.with_columns(w=pl.col("synthetic_caption").str.count_matches(r"\S+")), {"words": "w"})),
