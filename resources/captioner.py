@@ -70,7 +70,10 @@ def build_demo_captioner(folder: Path, seed: int = 0) -> Path:
 @lru_cache(maxsize=2)
 def load_captioner(source: str, device: str, precision: str) -> tuple[Any, Any, Any]:
     """(model, image processor, tokenizer), once per process per configuration."""
+    from transformers.utils import logging as hf_logging
+
     LOAD_COUNT["n"] += 1
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar in run logs
     model = AutoModelForImageTextToText.from_pretrained(source)
     proc = AutoProcessor.from_pretrained(source)
     image_processor = getattr(proc, "image_processor", None) or AutoImageProcessor.from_pretrained(source)
@@ -125,7 +128,9 @@ class Captioner(ConfigurableResource):
             self._model, self._image_processor, self._tokenizer = load_captioner(self.source(), self._device, self.precision)
 
     def model_id(self) -> str:
-        return "demo-captioner-random-seed0" if self.model == "demo" else self.model
+        if self.model == "demo":
+            return "demo-captioner-random-seed0"
+        return Path(self.model).name if Path(self.model).is_dir() else self.model
 
     def _pixels(self, im):
         return self._image_processor(images=im, return_tensors="pt")["pixel_values"][0]
@@ -172,8 +177,15 @@ class Captioner(ConfigurableResource):
             seqs = self._model.generate(**inputs, do_sample=False, num_beams=k, num_return_sequences=k, logits_processor=procs, **common)
             rec.finish(seqs, k)
             recorders.append(rec)
-            groups.append([beams[0] for beams in _chunk(self._decode(seqs), k)])  # best beam of the group
-        return [list(c) for c in zip(*groups)]
+            groups.append(_chunk(self._decode(seqs), k))
+        # One candidate per group: its best beam, or its next-best when an earlier group already said the same.
+        out = []
+        for i in range(len(groups[0]) if groups else 0):
+            chosen: list[str] = []
+            for beams in (g[i] for g in groups):
+                chosen.append(next((b for b in beams if b not in chosen), beams[0]))
+            out.append(chosen)
+        return out
 
     def _prompt_inputs(self, batch: int) -> dict[str, torch.Tensor]:
         """PromptCap-style conditioning: the prompt starts the text the model continues."""

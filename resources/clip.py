@@ -75,8 +75,15 @@ def resolve_device(device: str) -> str:
 
 @lru_cache(maxsize=4)
 def load_clip(model_name: str, pretrained: str, device: str, precision: str) -> tuple[torch.nn.Module, Callable, Callable]:
-    """(model, image preprocess, tokenizer), built once per process for a given configuration."""
+    """(model, image preprocess, tokenizer), built once per process for a given configuration.
+
+    A checkpoint file may carry its architecture beside it (``<model_name>.json`` in the same folder,
+    open_clip's model-config format): it is registered with ``open_clip.add_model_config`` first.
+    """
     register_demo_config()
+    config = Path(pretrained).parent / f"{model_name}.json"
+    if config.is_file() and model_name not in open_clip.list_models():
+        open_clip.add_model_config(config)
     LOAD_COUNT["n"] += 1
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
     model.eval()
