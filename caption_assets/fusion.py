@@ -61,8 +61,10 @@ def expert_facts(tags: Sequence[str], ocr_text: str | None) -> str:
 # Words that carry no knowledge of their own in an alt-text (articles, prepositions, "photo of").
 FILLER = frozenset(
     "a an the of on in at to with and or for by from near over under its this that is are be".split()
-    + "picture pictures photo photos image images showing shows view".split()
+    + "picture pictures photo photos image images showing shows view background against".split()
 )
+_QUOTED = re.compile(r'"([^"]{1,60})"')
+_TEXT_WORDS = {"word", "words", "text", "sign", "reading", "says", "written"}
 
 
 def novel_words(alt_text: str, synthetic: str) -> set[str]:
@@ -72,13 +74,19 @@ def novel_words(alt_text: str, synthetic: str) -> set[str]:
 
 def rule_fuse(item: FusionInput, alt_informative: bool, tags: Sequence[str] = (), ocr_text: str | None = None) -> str:
     """Deterministic fusion without a model: the synthetic caption, the alt-text when it is informative and
-    adds words the synthetic caption lacks, the OCR text when the alt-text does not already quote it.
+    adds words the synthetic caption lacks (only its quoted text when that is all it adds), the OCR text
+    when the caption does not already quote it.
     Used by the demo profile and as the fallback."""
     base = item.synthetic_caption.strip().rstrip(".")
     alt = item.alt_text.strip().rstrip(".")
     parts = [base] if base else []
-    if alt_informative and alt and (not base or novel_words(alt, base)):
-        parts.append(alt)
+    novel = novel_words(alt, base) if base else set(tokens(alt))
+    quoted = _QUOTED.findall(alt)
+    if alt_informative and alt and novel:
+        if base and quoted and novel <= set(tokens(" ".join(quoted))) | _TEXT_WORDS:
+            parts += [f'with the text "{q}"' for q in quoted]  # the alt-text only adds the visible text
+        else:
+            parts.append(alt)
     ocr = (ocr_text or "").strip()
     if ocr and f'"{ocr.lower()}"' not in ", ".join(parts).lower():
         parts.append(f'with the text "{ocr}"')

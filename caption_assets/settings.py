@@ -77,6 +77,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     warehouse = env.get("CAPTION_ASSETS_WAREHOUSE") or paths.get("warehouse")
     warehouse_path = _resolve(warehouse) if warehouse else data_dir / "warehouse.duckdb"
     clip = dict(raw.get("clip", {}))
+    if "CAPTION_ASSETS_CLIP_MODEL" in env:  # the architecture a checkpoint named below was trained as
+        clip["model_name"] = env["CAPTION_ASSETS_CLIP_MODEL"]
     if "CAPTION_ASSETS_CLIP_PRETRAINED" in env:
         clip["pretrained"] = env["CAPTION_ASSETS_CLIP_PRETRAINED"]
     if "CAPTION_ASSETS_DEVICE" in env:
@@ -107,7 +109,13 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     k8s_config = _resolve(env.get("CAPTION_ASSETS_K8S_EXECUTOR_CONFIG", "deploy/k8s/executor.yaml"))
     if executor == "k8s" and not k8s_config.is_file():
         raise SettingsError(f"CAPTION_ASSETS_K8S_EXECUTOR_CONFIG={str(k8s_config)!r} does not exist")
-    validate_sections(profile, clip, {**sections, "compress": dict(raw.get("compress") or {})})
+    validate_sections(profile, clip, {**sections, "compress": dict(raw.get("compress") or {}), "scoring": dict(raw.get("scoring") or {})})
+    # Local weights are named relative to the project in the profiles; resources get absolute paths.
+    if _looks_like_path(str(clip.get("pretrained", ""))):
+        clip["pretrained"] = str(_resolve(clip["pretrained"]))
+    model = str(sections["captioner"].get("model", ""))
+    if model and _resolve(model).is_dir():
+        sections["captioner"]["model"] = str(_resolve(model))
     return Settings(
         profile, crawl_dir, data_dir, warehouse_path, annotations, clip, env=passed, automation=automation == "on",
         max_concurrent=max_concurrent, executor=executor, k8s_executor_config=k8s_config, **sections,
@@ -138,6 +146,13 @@ def validate_sections(profile: str, clip: dict[str, Any], sections: dict[str, di
     fuser = sections["fuser"]
     if fuser.get("backend", "rules") not in ("rules", "transformers", "openai"):
         raise SettingsError(f"{where} fuser.backend={fuser['backend']!r} must be rules, transformers or openai")
+    scoring = sections.get("scoring", {})
+    floor = scoring.get("min_clip_score")
+    if floor is not None and (not isinstance(floor, (int, float)) or not -1 <= floor <= 1):
+        raise SettingsError(f"{where} scoring.min_clip_score={floor!r} must be a cosine in [-1, 1] (or absent)")
+    q = scoring.get("drop_clip_quantile", 0.0)
+    if not isinstance(q, (int, float)) or not 0 <= q < 1:
+        raise SettingsError(f"{where} scoring.drop_clip_quantile={q!r} must be in [0, 1)")
     compress = sections["compress"]
     ratio = compress.get("target_ratio", 0.2)
     if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:

@@ -95,7 +95,7 @@ def test_rule_fuser():
     lazy = FusionInput("a picture of a red circle", "a large red circle on the left on a blue background")
     assert rule_fuse(lazy, True) == "a large red circle on the left on a blue background"
     worded = FusionInput('a red circle with the word "OPEN"', "a large red circle on the left on a blue background")
-    assert rule_fuse(worded, True, ocr_text="OPEN") == 'a large red circle on the left on a blue background, a red circle with the word "OPEN"'
+    assert rule_fuse(worded, True, ocr_text="OPEN") == 'a large red circle on the left on a blue background, with the text "OPEN"'
     assert rule_fuse(FusionInput("red circle", ""), True) == "red circle"
 
 
@@ -109,7 +109,7 @@ G = Guardrails(min_words=3, max_words=20, score_margin=0.02)
         ("", 0.5, "empty"),
         (None, 0.5, "empty"),
         ("a tower", 0.5, "too_short"),
-        ("tower " * 25, 0.5, "too_long"),
+        (" ".join(f"tower{i}" for i in range(80)), 0.5, "too_long"),
         ("I'm sorry, I cannot describe this image.", 0.5, "refusal"),
         ("Sentence 1: the Eiffel Tower at night", 0.5, "prompt_echo"),
         ("The Eiffel Tower in London at night", 0.5, "hallucinated_entity"),

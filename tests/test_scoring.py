@@ -95,7 +95,7 @@ def test_scored_pairs_end_to_end_and_one_model_load(tmp_path: Path, settings_for
     ann.mkdir()
     recs = [{"image_key": f"s{s}.tar::{i:03d}", "captions": [f"a red square with stripe {s} {i}", "IMG_0001.jpg", "a dog on a beach"], "preferred": 0} for s in range(3) for i in range(6)]
     (ann / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + "not json\n")
-    settings = settings_for(crawl, CAPTION_ASSETS_CLIP_PRETRAINED=str(tiny_checkpoint), CAPTION_ASSETS_ANNOTATIONS_DIR=str(ann))
+    settings = settings_for(crawl, CAPTION_ASSETS_CLIP_MODEL="demo-tiny-clip", CAPTION_ASSETS_CLIP_PRETRAINED=str(tiny_checkpoint), CAPTION_ASSETS_ANNOTATIONS_DIR=str(ann))
     defs = build_definitions(settings)
     keys = ["s0.tar", "s1.tar", "s2.tar"]
     instance.add_dynamic_partitions("shards", keys)

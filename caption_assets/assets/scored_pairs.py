@@ -11,11 +11,15 @@ from caption_assets.metadata import counts_by, md_histogram, md_table, table_sch
 from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
 from caption_assets.reward import load_head, score_with_head
 from caption_assets.scoring import KeepRules, assign_levels, keep_decisions, level_boundaries
+from caption_assets.settings import profile_section
 from resources import ClipScorer, LakeStorage, QualityWarehouse
 
 STAGE = "scored_pairs"
 QUARANTINE = "scored_pairs_quarantine"
 CARRIED = ["uid", "key", "shard", *POINTER_COLUMNS, "sha256", "phash", "width", "height", "caption", "url", "flags", "primary_flag"]
+
+
+_PROFILE = profile_section("scoring")  # defaults come from the active profile's `scoring:` section
 
 
 class ScoredPairsConfig(Config):
@@ -24,9 +28,9 @@ class ScoredPairsConfig(Config):
     n_levels: int = 4
     level_boundaries: list[float] | None = None
     drop_flags: list[str] = list(FLAG_ORDER)
-    min_clip_score: float | None = None
-    drop_clip_quantile: float = 0.2
-    min_reward_score: float | None = None
+    min_clip_score: float | None = _PROFILE.get("min_clip_score")
+    drop_clip_quantile: float = _PROFILE.get("drop_clip_quantile", 0.2)
+    min_reward_score: float | None = _PROFILE.get("min_reward_score")
 
 
 def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl.DataFrame, pl.DataFrame, str | None]:

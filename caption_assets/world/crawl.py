@@ -111,6 +111,7 @@ class CrawlWriter:
         self.index = 0
         self.originals: list[tuple[str, Scene, bytes, str]] = []  # (uid, scene, bytes, fmt) that may be duplicated
         self.truth: list[dict] = []
+        self.by_uid: dict[str, dict] = {}
         self.site_text = self.rng.choice(SITE_TEXTS)
 
     def _scene(self) -> tuple[str, Scene]:
@@ -142,7 +143,8 @@ class CrawlWriter:
             return self._done(row, Sample(key, data, fmt, caption, f"https://photos.example.org/{name}/{self.index}.jpg"), fmt)
         if kind in ("exact_duplicate", "near_duplicate"):
             orig_uid, scene, orig_bytes, orig_fmt = rng.choice(self.originals)
-            sid = next(t["scene_id"] for t in self.truth if t["uid"] == orig_uid)
+            original = self.by_uid[orig_uid]
+            sid = original["scene_id"]
             if kind == "exact_duplicate":
                 data, fmt = orig_bytes, orig_fmt
             else:
@@ -152,10 +154,7 @@ class CrawlWriter:
                 row["wrong_kind"] = how
             caption = paraphrase(scene, rng)
             row.update(duplicate_of=orig_uid, scene_id=sid, side=Image.open(io.BytesIO(data)).size[0])
-            for t in self.truth:  # the original joins the duplicate group too
-                if t["uid"] == orig_uid:
-                    t["duplicate_group"] = sid
-            row["duplicate_group"] = sid
+            original["duplicate_group"] = row["duplicate_group"] = sid  # the original joins the group too
         else:
             sid, scene = self._scene()
             data = encode(render(scene), fmt, quality=rng.randint(75, 95))
@@ -186,6 +185,7 @@ class CrawlWriter:
     def _done(self, row: dict, sample: Sample, fmt: str) -> Sample:
         row["image_format"] = fmt
         self.truth.append(row)
+        self.by_uid[row["uid"]] = row
         sample.truth = row
         return sample
 
