@@ -28,7 +28,7 @@ SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
 @dataclass(frozen=True)
 class CaptionerTrainConfig:
     n_images: int = 20000
-    steps: int = 2000
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 1.5e-3
     weight_decay: float = 0.05
