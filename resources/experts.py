@@ -35,7 +35,7 @@ def ocr_available() -> bool:
 
 
 def ocr_image(data: bytes, min_confidence: float, lang: str) -> tuple[str | None, float | None]:
-    """Words Tesseract reads with confidence >= min_confidence, and their mean confidence."""
+    """Words (two or more letters or digits) Tesseract reads with confidence >= min_confidence, and their mean confidence."""
     import pytesseract
 
     try:
@@ -43,7 +43,8 @@ def ocr_image(data: bytes, min_confidence: float, lang: str) -> tuple[str | None
             d = pytesseract.image_to_data(im.convert("RGB"), lang=lang, output_type=pytesseract.Output.DICT, timeout=30)
     except Exception:  # noqa: BLE001 - an OCR failure is "no text", never a failed run
         return None, None
-    words = [(w.strip(), float(c)) for w, c in zip(d["text"], d["conf"]) if w.strip() and float(c) >= min_confidence]
+    # Symbols and single characters read off shapes and edges are noise, not text.
+    words = [(w.strip(), float(c)) for w, c in zip(d["text"], d["conf"]) if sum(ch.isalnum() for ch in w) >= 2 and float(c) >= min_confidence]
     if not words:
         return None, None
     return " ".join(w for w, _ in words), float(np.mean([c for _, c in words]) / 100.0)
