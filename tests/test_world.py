@@ -119,3 +119,20 @@ def test_preferences_put_the_true_caption_first():
     assert len(prefs) == truth.filter(pl.col("noise").is_in(["correct", "text_in_image"])).height
     assert all(p["captions"][p["preferred"]] == clean[p["image_key"]] for p in prefs)
     assert {p["preferred"] for p in prefs} == {0, 1, 2, 3}  # the winner's position is shuffled
+
+
+@pytest.mark.skipif(__import__("shutil").which("tesseract") is None, reason="Tesseract is not installed")
+def test_the_ocr_expert_reads_only_the_printed_word():
+    """Precision over recall: what the expert reports is the printed word; shapes alone read as nothing.
+    (Tesseract finds the word in about a third of these scenes at the demo's confidence floor.)"""
+    from dataclasses import replace
+
+    from caption_assets.world.scene import encode
+    from resources.experts import ocr_image
+
+    scenes = [sample_scene(scene_rng("ocr", 0, i), word_rate=1.0, side=448) for i in range(20)]
+    read = [ocr_image(encode(render(s), "PNG"), 85.0, "eng")[0] for s in scenes]
+    assert all(r in (None, s.word) for r, s in zip(read, scenes)), read
+    assert sum(r == s.word for r, s in zip(read, scenes)) >= 5
+    blank = [ocr_image(encode(render(replace(s, word=None)), "PNG"), 85.0, "eng")[0] for s in scenes]
+    assert blank == [None] * len(scenes)
