@@ -66,7 +66,7 @@ def recaptioned_pairs(
     dim = image_emb.shape[1]
     usable = [bool(np.isfinite(s[b])) for s, b in zip(scores, best)]
     synthetic = [cs[b] if u else None for cs, b, u in zip(candidates, best, usable)]
-    rejected = sum(1 for cs in candidates for c in cs if c.strip() and is_degenerate(c))
+    rejected = sum(1 for cs, ss in zip(candidates, scores) for c, sc in zip(cs, ss) if c.strip() and sc == -np.inf)  # rerank's verdict
     out = good.select("uid", "key", "shard", *POINTER_COLUMNS, "caption", "clip_score").with_columns(
         candidates=pl.Series(candidates, dtype=pl.List(pl.String)),
         candidate_scores=pl.Series(scores, dtype=pl.List(pl.Float32)),

@@ -8,6 +8,7 @@ processors do to a square image at inference time.
 from __future__ import annotations
 
 import io
+import math
 import multiprocessing as mp
 import random
 from dataclasses import dataclass
@@ -47,3 +48,10 @@ def render_split(split: str, n: int, *, seed: int = 0, px: int = 64, max_objects
     else:
         rows = [_one(j) for j in jobs]
     return Split([r[0] for r in rows], np.stack([r[1] for r in rows]) if rows else np.zeros((0, px, px, 3), np.uint8))
+
+
+def warmup_cosine(opt, warmup: int, steps: int):
+    """Linear warm-up, then cosine decay to zero: the schedule both demo models train with."""
+    import torch
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))

@@ -8,18 +8,16 @@ diverse beam search has real alternatives to find). Saved with ``save_pretrained
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from caption_assets.world.captions import NUMBER_WORDS, PLURAL, POSITION_PHRASE, TEMPLATES, describe
-from caption_assets.world.data import TRAIN, Split, render_split
+from caption_assets.world.data import TRAIN, Split, render_split, warmup_cosine
 from caption_assets.world.scene import COLOURS, SHAPES, SIZES, Scene
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
@@ -94,7 +92,7 @@ def train_captioner(cfg: CaptionerTrainConfig, out: Path, log: Callable[[str], N
     pixels = torch.from_numpy(data.pixels).permute(0, 3, 1, 2).float().div_(255).sub_(0.5).div_(0.5)
     rng = random.Random(f"captioner:{cfg.seed}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps))))
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     n, curve = len(data.scenes), []
     model.train()

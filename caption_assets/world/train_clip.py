@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from caption_assets.world.captions import paraphrase, wrong_attribute
-from caption_assets.world.data import TRAIN, Split, render_split
+from caption_assets.world.data import TRAIN, Split, render_split, warmup_cosine
 
 WORLD_CLIP_NAME = "world-clip"
 WORLD_CLIP_CONFIG = {
@@ -89,9 +88,7 @@ def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = pri
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.steps)))
-    )
+    sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     n = len(data.scenes)
