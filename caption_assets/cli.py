@@ -57,7 +57,7 @@ def _configure_env(crawl: Path | None, out: Path | None, profile: str | None) ->
     return home
 
 
-def run_chain(verbose: bool = True) -> int:
+def run_chain(verbose: bool = True, evaluate: bool = True) -> int:
     """Register every shard as a partition and materialize what exists of the chain. Returns failures."""
     from dagster import DagsterInstance
 
@@ -92,7 +92,53 @@ def run_chain(verbose: bool = True) -> int:
     for shard in ingested:
         run("shard_models", shard, shard)
     run("compress_dataset", None, "all shards")
+    if evaluate and "compress_dataset:all shards" not in failed and _evaluation_enabled(defs):
+        run("evaluate_curation", None, "curated vs baselines")
     return len(failed)
+
+
+def _evaluation_enabled(defs) -> bool:
+    return any(job.name == "evaluate_curation" for job in defs.resolve_all_job_defs())
+
+
+def run_eval(config: dict | None = None) -> int:
+    """Materialize curation_eval alone, over what the lake holds now (``config``: CurationEvalConfig overrides). Returns failures."""
+    from dagster import DagsterInstance
+
+    from caption_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    if not _evaluation_enabled(defs):
+        raise CliError("curation_eval is off in this profile (evaluation.enabled): it measures on the procedural world's test split")
+    t0 = time.perf_counter()
+    result = defs.resolve_job_def("evaluate_curation").execute_in_process(
+        instance=DagsterInstance.get(), raise_on_error=False, run_config={**QUIET, "ops": {"curation_eval": {"config": config or {}}}})
+    status = "ok" if result.success else "FAILED"
+    print(f"  {status:6s} evaluate_curation    ({time.perf_counter() - t0:.1f}s, run {result.run_id[:8]})", flush=True)
+    return 0 if result.success else 1
+
+
+def print_evaluation(detail: bool = False) -> None:
+    """The headline of the latest curation_eval run (and with ``detail``, its table and the stage truth)."""
+    import polars as pl
+
+    from caption_assets.curation_eval.headline import headline, wide_table
+    from caption_assets.settings import load_settings
+    from resources import QualityWarehouse
+
+    wh = QualityWarehouse(path=str(load_settings().warehouse_path))
+    evaluation = wh.latest("evaluation")
+    if evaluation.is_empty():
+        return
+    with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=200, fmt_str_lengths=40):
+        if detail:
+            print("\nCuration eval (percent, mean ± sd over seeds; same recipe and samples seen for every set):")
+            print(wide_table(evaluation))
+            truth = wh.latest("stage_truth")
+            if not truth.is_empty():
+                print("\nEach stage against the crawl's truth table:")
+                print(truth.select("stage", "metric", pl.col("value").round(3), "n"))
+    print(f"\nDoes curation help?  {headline(evaluation)}")
 
 
 def print_funnel() -> None:
@@ -186,7 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--crawl", type=Path, required=True)
     run.add_argument("--out", type=Path, required=True, help="data folder: lake, warehouse, dagster_home")
     run.add_argument("--profile", choices=["demo", "production"], default=None)
-    sub.add_parser("demo", help="run the whole chain on the bundled sample crawl (offline)")
+    sub.add_parser("demo", help="run the whole chain on the bundled sample crawl (offline), then curation_eval")
+    ev = sub.add_parser("eval", help="train the fixed small-CLIP recipe on the curated set and its baselines; print the comparison")
+    ev.add_argument("--out", type=Path, default=None, help="data folder of an earlier run (default: the profile's)")
     report = sub.add_parser("report", help="print the funnel from the quality warehouse (and write the HTML report)")
     report.add_argument("--out", type=Path, default=None)
     report.add_argument("--html", type=Path, default=None, help="write the one-page HTML report here")
@@ -209,8 +257,14 @@ def main(argv: list[str] | None = None) -> int:
             print_examples()
             print_where(home)
             print_models()
+            print_evaluation()
             if failures:
                 raise CliError(f"{failures} run(s) failed; open the UI's Runs page for the error", code=1)
+        elif args.command == "eval":
+            failures = run_eval()
+            print_evaluation(detail=True)
+            if failures:
+                raise CliError("curation_eval failed; open the UI's Runs page for the error", code=1)
         elif args.command == "report":
             print_funnel()
             if args.html:

@@ -7,16 +7,17 @@ import os
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions, EnvVar, multiprocess_executor
 
 from caption_assets.assets.compressed import compressed_dataset
+from caption_assets.assets.evaluation import curation_eval
 from caption_assets.assets.experts import vision_expert_tags
 from caption_assets.assets.fusion import fused_captions
 from caption_assets.assets.raw_pairs import raw_pairs, raw_pairs_reconcile
 from caption_assets.assets.recaption import recaptioned_pairs
 from caption_assets.assets.reward_model import alignment_reward_model
 from caption_assets.assets.scored_pairs import scored_pairs
-from caption_assets.jobs import compress_job, ingest_job, reward_model_job, shard_chain_job, shard_models_job
+from caption_assets.jobs import compress_job, eval_job, ingest_job, reward_model_job, shard_chain_job, shard_models_job
 from caption_assets.schedules import build_schedules
 from caption_assets.sensors import build_crawl_sensor
-from caption_assets.settings import Settings, load_settings
+from caption_assets.settings import Settings, load_settings, profile_section
 from resources import AnnotationSource, CaptionFuser, Captioner, ClipScorer, VisionExperts, CrawlSource, LakeStorage, QualityWarehouse
 
 
@@ -49,10 +50,13 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     if settings.profile == "demo":
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never talks to a model hub
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # curation_eval tests on the procedural world's held-out split: on for world crawls (demo), off for real ones.
+    evaluate = bool(profile_section("evaluation").get("enabled", False))
     return Definitions(
-        assets=[raw_pairs, alignment_reward_model, scored_pairs, recaptioned_pairs, vision_expert_tags, fused_captions, compressed_dataset],
+        assets=[raw_pairs, alignment_reward_model, scored_pairs, recaptioned_pairs, vision_expert_tags, fused_captions, compressed_dataset,
+                *([curation_eval] if evaluate else [])],
         asset_checks=[raw_pairs_reconcile],
-        jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job, compress_job],
+        jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job, compress_job, *([eval_job] if evaluate else [])],
         sensors=[
             build_crawl_sensor(settings.automation),
             AutomationConditionSensorDefinition(

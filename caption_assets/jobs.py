@@ -38,3 +38,9 @@ compress_job = define_asset_job(
     selection=AssetSelection.assets("compressed_dataset"),
     description="Dedup, select and export the compressed dataset from every fused shard.",
 )
+
+eval_job = define_asset_job(
+    "evaluate_curation",
+    selection=AssetSelection.assets("curation_eval"),
+    description="Train the fixed small-CLIP recipe on the curated set and its baselines; judge every stage against the truth table.",
+)

@@ -93,7 +93,50 @@ def plots(df: pl.DataFrame, res: Compression) -> dict[str, str]:
     return out
 
 
-def render_html(funnel: pl.DataFrame, comparison: pl.DataFrame, images: dict[str, str], paths: dict[str, str]) -> str:
+def evaluation_plot(evaluation: pl.DataFrame) -> str:
+    """Base64 PNG: one bar chart per metric, a bar per training set (mean, sd as the error bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = list(dict.fromkeys(evaluation["metric"]))
+    sets = list(dict.fromkeys(evaluation["training_set"]))
+    colours = plt.get_cmap("tab10").colors
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part = {r["training_set"]: r for r in evaluation.filter(pl.col("metric") == metric).iter_rows(named=True)}
+        means = [100 * part[t]["mean"] if t in part else 0.0 for t in sets]
+        sds = [100 * part[t]["sd"] if t in part else 0.0 for t in sets]
+        ax.bar(range(len(sets)), means, yerr=sds, capsize=3, color=[colours[i % 10] for i in range(len(sets))])
+        ax.set_title(metric, fontsize=9)
+        ax.set_xticks(range(len(sets)), sets, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("%", fontsize=8)
+    fig.tight_layout()
+    out = _png(fig)
+    plt.close(fig)
+    return out
+
+
+def evaluation_html(evaluation: pl.DataFrame, truth: pl.DataFrame, table) -> str:
+    """The report's "Does curation help?" section (empty when curation_eval has not run)."""
+    if evaluation.is_empty():
+        return ""
+    from caption_assets.curation_eval.headline import headline, wide_table
+
+    recipe = evaluation["recipe"][0] if "recipe" in evaluation.columns else ""
+    stage = f"<h3>Each stage against the crawl's truth table</h3>{table(truth.select('stage', 'metric', 'value', 'n'))}" if not truth.is_empty() else ""
+    return (
+        f'<section id="curation-eval"><h2>Does curation help? (curation_eval)</h2><p class="headline">{html.escape(headline(evaluation))}</p>'
+        f"<p>Run {html.escape(str(evaluation['run_id'][0])[:8])}, {html.escape(str(evaluation['created_at'][0])[:16])}.</p>"
+        f'<figure><img alt="curation_eval bars" src="data:image/png;base64,{evaluation_plot(evaluation)}"/></figure>'
+        f"<p>Percent, mean ± sd over seeds; the same small-CLIP recipe and samples seen for every training set, tested on the world's held-out split.</p>"
+        f"{table(wide_table(evaluation))}<details><summary>recipe</summary><pre>{html.escape(recipe)}</pre></details>{stage}</section>"
+    )
+
+
+def render_html(funnel: pl.DataFrame, comparison: pl.DataFrame, images: dict[str, str], paths: dict[str, str],
+                evaluation: pl.DataFrame | None = None, truth: pl.DataFrame | None = None) -> str:
     def table(df: pl.DataFrame) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
         body = "".join(
@@ -103,6 +146,7 @@ def render_html(funnel: pl.DataFrame, comparison: pl.DataFrame, images: dict[str
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     imgs = "".join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,{v}"/></figure>' for k, v in images.items())
+    evaluation_section = evaluation_html(evaluation if evaluation is not None else pl.DataFrame(), truth if truth is not None else pl.DataFrame(), table)
     links = "".join(f"<li>{html.escape(k)}: <code>{html.escape(v)}</code></li>" for k, v in paths.items())
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>caption-assets quality report</title>
@@ -112,6 +156,7 @@ img{{max-width:100%}}</style></head><body>
 <h1>Caption dataset quality report</h1><p>Generated {when}.</p>
 <h2>Before / after compression</h2>{table(comparison)}
 <h2>Distributions</h2>{imgs or '<p>No compressed dataset yet.</p>'}
+{evaluation_section}
 <h2>Funnel (all stages, all shards)</h2>{table(funnel)}
 <h2>Where things are</h2><ul>{links}</ul>
 </body></html>"""

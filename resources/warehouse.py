@@ -28,6 +28,13 @@ CREATE TABLE IF NOT EXISTS stats (
 CREATE TABLE IF NOT EXISTS comparison (
     metric VARCHAR NOT NULL, before DOUBLE, after DOUBLE, run_id VARCHAR
 );
+CREATE TABLE IF NOT EXISTS evaluation (
+    training_set VARCHAR NOT NULL, metric VARCHAR NOT NULL, mean DOUBLE, sd DOUBLE, n_pairs BIGINT,
+    samples_seen BIGINT, seeds VARCHAR, run_id VARCHAR, recipe VARCHAR, created_at TIMESTAMP DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS stage_truth (
+    stage VARCHAR NOT NULL, metric VARCHAR NOT NULL, value DOUBLE, n BIGINT, run_id VARCHAR, created_at TIMESTAMP DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS quarantine (
     partition VARCHAR NOT NULL, stage VARCHAR NOT NULL, key VARCHAR, member VARCHAR,
     reason VARCHAR NOT NULL, message VARCHAR, run_id VARCHAR
@@ -99,6 +106,27 @@ class QualityWarehouse(ConfigurableResource):
             con.register("cmp", comparison.with_columns(run_id=pl.lit(run_id, dtype=pl.String)).to_arrow())
             con.execute("INSERT INTO comparison SELECT metric, before, after, run_id FROM cmp")
             con.execute("COMMIT")
+
+    def add_evaluation(self, evaluation: pl.DataFrame, stage_truth: pl.DataFrame | None, run_id: str, recipe: str) -> None:
+        """Append one curation_eval run (history is kept: compare runs by ``run_id`` / ``created_at``)."""
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            con.register("ev", evaluation.with_columns(run_id=pl.lit(run_id), recipe=pl.lit(recipe)).to_arrow())
+            con.execute("INSERT INTO evaluation (training_set, metric, mean, sd, n_pairs, samples_seen, seeds, run_id, recipe) "
+                        "SELECT training_set, metric, mean, sd, n_pairs, samples_seen, seeds, run_id, recipe FROM ev")
+            if stage_truth is not None:
+                con.register("st", stage_truth.with_columns(run_id=pl.lit(run_id)).to_arrow())
+                con.execute("INSERT INTO stage_truth (stage, metric, value, n, run_id) SELECT stage, metric, value, n, run_id FROM st")
+            con.execute("COMMIT")
+
+    def latest(self, table: str) -> pl.DataFrame:
+        """The rows of the most recent run in ``evaluation`` or ``stage_truth``."""
+        if table not in ("evaluation", "stage_truth"):
+            raise ValueError(f"no run history in table {table!r}")
+        try:
+            return self.query(f"SELECT * FROM {table} WHERE run_id = (SELECT arg_max(run_id, created_at) FROM {table})")
+        except duckdb.CatalogException:  # a warehouse written before the table existed
+            return pl.DataFrame()
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> pl.DataFrame:
         with self.connect(read_only=True) as con:

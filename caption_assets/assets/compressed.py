@@ -92,7 +92,8 @@ def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[st
         images = plots(df, res)
     out = export_dir(lake)
     images = images or {}
-    return render_html(funnel, comparison, images, {"shards": str(out / "shard-*.tar"), "manifest": str(out / "manifest.parquet"), "warehouse": warehouse.path})
+    paths = {"shards": str(out / "shard-*.tar"), "manifest": str(out / "manifest.parquet"), "warehouse": warehouse.path}
+    return render_html(funnel, comparison, images, paths, warehouse.latest("evaluation"), warehouse.latest("stage_truth"))
 
 
 @asset(

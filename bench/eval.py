@@ -1,0 +1,104 @@
+"""curation_eval at scale: a 20k-pair world crawl through the whole chain, then the comparison, in one run.
+
+    python bench/eval.py [--shards 20] [--per-shard 1000] [--steps 1500] [--out DIR]
+
+Writes a fresh world crawl (its own seed, never the sample's or the tuning crawl's), materializes the
+chain on it with the demo profile and models, then ``curation_eval`` with a recipe sized for it.
+Prints the training-set table, each stage's truth figures, the targets of issue #11 met or missed,
+and the wall time of each part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LAION = ROOT.parent / "shared" / "data" / "laion_alt_texts_1000.parquet"
+SEED = 31337  # the bench crawl's own seed (sample: 20261125, tuning crawl: 7)
+
+
+def web_texts() -> list[tuple[str, str]]:
+    if not LAION.exists():
+        return []
+    df = pl.read_parquet(LAION)
+    text = next(c for c in df.columns if c.lower() in ("text", "caption", "alt_text", "txt"))
+    url = next((c for c in df.columns if c.lower() == "url"), None)
+    return [(t, u or "") for t, u in zip(df[text].to_list(), df[url].to_list() if url else [""] * df.height) if t]
+
+
+def targets(ev: pl.DataFrame, truth: pl.DataFrame, ingested: int) -> list[tuple[str, str, bool]]:
+    from caption_assets.curation_eval.headline import figure
+
+    def f(name: str, metric: str = "t2i_r1") -> float:
+        x = figure(ev, name, metric)
+        return x[0] if x else float("nan")
+
+    def t(stage: str, metric: str) -> float:
+        row = truth.filter((pl.col("stage") == stage) & (pl.col("metric") == metric))
+        return float(row["value"][0]) if row.height and row["value"][0] is not None else float("nan")
+
+    n_cur = int(ev.filter(pl.col("training_set") == "curated")["n_pairs"][0])
+    share = n_cur / max(ingested, 1)
+    rows = [
+        (f"curated <= 30% of ingested", f"{share:.1%}", share <= 0.30),
+        ("curated >= all_raw (t2i R@1)", f"{f('curated'):.3f} vs {f('all_raw'):.3f}", f("curated") >= f("all_raw")),
+        ("curated >= random_same_size + 5 pts", f"{f('curated'):.3f} vs {f('random_same_size'):.3f}", f("curated") >= f("random_same_size") + 0.05),
+        ("curated >= curated_alt_text", f"{f('curated'):.3f} vs {f('curated_alt_text'):.3f}", f("curated") >= f("curated_alt_text")),
+        ("curated >= clip_score_top", f"{f('curated'):.3f} vs {f('clip_score_top'):.3f}", f("curated") >= f("clip_score_top")),
+        ("misaligned precision >= 0.9", f"{t('scored_pairs', 'misaligned_precision'):.3f}", t("scored_pairs", "misaligned_precision") >= 0.9),
+        ("misaligned recall >= 0.8", f"{t('scored_pairs', 'misaligned_recall'):.3f}", t("scored_pairs", "misaligned_recall") >= 0.8),
+        ("near-duplicate recall >= 0.95 (compression)", f"{t('compressed_dataset', 'near_duplicate_flagged'):.3f}", t("compressed_dataset", "near_duplicate_flagged") >= 0.95),
+        ("duplicate precision >= 0.95 (compression)", f"{t('compressed_dataset', 'duplicate_precision'):.3f}", t("compressed_dataset", "duplicate_precision") >= 0.95),
+        ("exported caption attribute accuracy >= 0.9", f"{t('compressed_dataset', 'exported_attribute_accuracy'):.3f} (raw alt-text {t('raw_pairs', 'alt_text_attribute_accuracy'):.3f})",
+         t("compressed_dataset", "exported_attribute_accuracy") >= 0.9),
+    ]
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shards", type=int, default=20)
+    ap.add_argument("--per-shard", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=1500, help="training steps of the recipe (batch 64), the same for every set")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="curation-eval-"))
+    from caption_assets.cli import _configure_env, print_evaluation, run_chain, run_eval
+    from caption_assets.world.crawl import CrawlSpec, shard_plan, write_crawl
+
+    t0 = time.perf_counter()
+    crawl, truth = write_crawl(out / "world", CrawlSpec(shard_plan(args.shards, args.per_shard), seed=SEED, web_texts=web_texts()))
+    t_crawl = time.perf_counter() - t0
+    print(f"world crawl: {truth.height} pairs in {args.shards} shards ({t_crawl:.0f}s) -> {crawl}", flush=True)
+    _configure_env(crawl, out / "data", "demo")
+    t1 = time.perf_counter()
+    failures = run_chain(evaluate=False)
+    t_chain = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    failures += run_eval({"steps": args.steps, "seeds": list(range(args.seeds))})
+    t_eval = time.perf_counter() - t2
+    print_evaluation(detail=True)
+
+    from caption_assets.settings import load_settings
+    from resources import QualityWarehouse
+
+    settings = load_settings()
+    wh = QualityWarehouse(path=str(settings.warehouse_path))
+    ingested = int(pl.scan_parquet(str(settings.lake_dir / "raw_pairs" / "*.parquet")).select(pl.len()).collect().item())
+    print("\nTargets (issue #11):")
+    for name, value, ok in targets(wh.latest("evaluation"), wh.latest("stage_truth"), ingested):
+        print(f"  {'met   ' if ok else 'MISSED'} {name:45s} {value}")
+    print(f"\nWall time: crawl {t_crawl:.0f}s, chain {t_chain:.0f}s, curation_eval {t_eval:.0f}s, total {time.perf_counter() - t0:.0f}s"
+          f"  ({args.shards * args.per_shard} pairs, recipe {args.steps} steps x 64, {args.seeds} seeds; failures: {failures})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""``curation_eval``: does the exported dataset train a better model than the crawl it came from?
+
+Thin Dagster layer over ``caption_assets.curation_eval``: read the lake, decode each ingested image
+once, train the fixed recipe on every training set and seed, measure on the world's test split, and
+judge each stage against the crawl's truth table when there is one (only this asset reads it).
+"""
+
+
+import json
+from pathlib import Path
+
+import polars as pl
+from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+
+from caption_assets.curation_eval.headline import beats, figure, gaps, headline, wide_table
+from caption_assets.curation_eval.recipe import Recipe
+from caption_assets.curation_eval.run import decode_images, evaluate_training_sets, summarise
+from caption_assets.curation_eval.stage_truth import LakeFrames, stage_truth
+from caption_assets.curation_eval.testset import HEADLINE, build_testset
+from caption_assets.curation_eval.training_sets import TRAINING_SETS
+from caption_assets.ingest import POINTER_COLUMNS
+from caption_assets.metadata import md_table
+from caption_assets.settings import profile_section
+from resources import CrawlSource, LakeStorage, QualityWarehouse
+
+ASSET = "curation_eval"
+CHECK = "curated_beats_random_same_size"
+_PROFILE = profile_section("evaluation")
+_RECIPE = Recipe()
+
+
+class CurationEvalConfig(Config):
+    """The recipe is fixed for all training sets of a run; change it here and it changes for all of them."""
+
+    seeds: list[int] = _PROFILE.get("seeds", [0, 1, 2])
+    steps: int = _PROFILE.get("steps", _RECIPE.steps)
+    batch_size: int = _PROFILE.get("batch_size", _RECIPE.batch_size)
+    training_sets: list[str] = list(TRAINING_SETS)
+    n_test_retrieval: int = 500
+    n_test_zeroshot: int = 400
+    workers: int = _PROFILE.get("workers", 2)
+    truth_table: str | None = None  # default: truth.parquet beside the crawl folder (world crawls write it there)
+
+    def recipe(self) -> Recipe:
+        return Recipe(steps=self.steps, batch_size=self.batch_size, warmup=max(1, self.steps // 10))
+
+
+def read_lake(lake: LakeStorage) -> LakeFrames:
+    def frame(asset: str, columns: list[str]) -> pl.DataFrame:
+        files = [str(p) for p in lake.existing(asset).values()]
+        return pl.scan_parquet(files).select(columns).collect() if files else pl.DataFrame()
+
+    export = lake.asset_dir("compressed_dataset")
+    return LakeFrames(
+        raw=frame("raw_pairs", ["uid", "caption", *POINTER_COLUMNS]),
+        quarantine=frame("raw_pairs_quarantine", ["shard", "key", "reason"]),
+        scored=frame("scored_pairs", ["uid", "keep", "drop_reason", "alignment_level", "clip_score"]),
+        recaptioned=frame("recaptioned_pairs", ["uid", "synthetic_caption"]),
+        fused=frame("fused_captions", ["uid", "fused_caption", "fusion_status", "final_caption"]),
+        selection=pl.read_parquet(export / "selection.parquet", columns=["uid", "selected", "drop_reason"]),
+        manifest=pl.read_parquet(export / "manifest.parquet", columns=["uid", "final_caption"]),
+    )
+
+
+def truth_path(config: CurationEvalConfig, crawl: CrawlSource) -> Path:
+    return Path(config.truth_table) if config.truth_table else Path(crawl.crawl_dir).resolve().parent / "truth.parquet"
+
+
+@asset(
+    deps=["compressed_dataset"],
+    group_name="dataset",
+    kinds={"pytorch", "duckdb"},
+    owners=["team:data-platform"],
+    tags={"stage": "evaluation"},
+    code_version="curation_eval-v1",
+    check_specs=[AssetCheckSpec(CHECK, asset=ASSET, description="curated must not train a worse model than a random subset of the same size (text->image R@1)")],
+    description=(
+        "DataComp in miniature: the same small CLIP recipe (architecture, samples seen, seeds) trained on the curated "
+        "export, its images with their alt-texts, a random subset of the same size, the top pairs by CLIP score, and "
+        "every ingested pair; measured on the world's held-out test split. Plus every stage judged against the crawl's truth table."
+    ),
+)
+def curation_eval(context: AssetExecutionContext, config: CurationEvalConfig, lake: LakeStorage, warehouse: QualityWarehouse, crawl: CrawlSource):
+    frames = read_lake(lake)
+    recipe = config.recipe()
+    pixels, ok = decode_images(frames.raw.select(POINTER_COLUMNS).rows(), recipe.image_px, config.workers)
+    ingested = frames.raw.filter(pl.Series(ok)).select("uid", "caption")
+    if (~ok).any():
+        context.log.warning(f"{int((~ok).sum())} ingested image(s) no longer decode; left out of every training set")
+    test = build_testset(recipe.image_px, config.n_test_retrieval, config.n_test_zeroshot)
+    runs = evaluate_training_sets(ingested, pixels[ok], frames.scored, frames.manifest, test, recipe, config.seeds,
+                                  tuple(config.training_sets), config.workers, log=context.log.info)
+    evaluation = summarise(runs, recipe, config.training_sets)
+    truth_file = truth_path(config, crawl)
+    truth = stage_truth(pl.read_parquet(truth_file), frames) if truth_file.exists() else None
+    run_id = context.run.run_id
+    recipe_json = json.dumps({**recipe.describe(), "seeds": config.seeds, "n_test_retrieval": config.n_test_retrieval, "n_test_zeroshot": config.n_test_zeroshot})
+    warehouse.add_evaluation(evaluation, truth, run_id, recipe_json)
+    out = lake.asset_dir(ASSET)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.write_parquet(out / "runs.parquet")
+    evaluation.write_parquet(out / "evaluation.parquet")
+    if truth is not None:
+        truth.write_parquet(out / "stage_truth.parquet")
+    from caption_assets.assets.compressed import build_report, export_dir
+
+    (export_dir(lake) / "report.html").write_text(build_report(lake, warehouse), encoding="utf-8")
+    line = headline(evaluation)
+    context.log.info(line)
+    cur = figure(evaluation, "curated") or (0.0, 0.0)
+    yield MaterializeResult(
+        metadata={
+            "headline": MetadataValue.text(line),
+            "curated_t2i_r1": cur[0],
+            **{f"gap_vs_{b}": g for b, g in gaps(evaluation).items()},
+            "evaluation": md_table(wide_table(evaluation)),
+            "stage_truth": md_table(truth) if truth is not None else MetadataValue.text(f"no truth table at {truth_file}: stage figures skipped"),
+            "recipe": MetadataValue.json(json.loads(recipe_json)),
+            "ingested_pairs": ingested.height,
+            "train_seconds": float(runs["train_seconds"].sum()),
+            "report": MetadataValue.path(str(export_dir(lake) / "report.html")),
+        }
+    )
+    rnd = figure(evaluation, "random_same_size")
+    verdict = beats(evaluation, "curated", "random_same_size")
+    yield AssetCheckResult(
+        check_name=CHECK, asset_key=ASSET, passed=verdict is not False,
+        description=None if verdict is not None else "not measured: this run's training sets lack curated or random_same_size",
+        metadata={"metric": HEADLINE, "curated": cur[0], "random_same_size": rnd[0] if rnd else float("nan")},
+    )

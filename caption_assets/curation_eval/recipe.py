@@ -1,0 +1,117 @@
+"""The one fixed training recipe of ``curation_eval``: a small CLIP trained from scratch, then tested.
+
+DataComp's rule, in miniature: the architecture, the number of samples seen, the optimiser and its
+schedule are the same for every training set; only the (image, caption) pairs differ. So a difference
+in the test figures is a difference in the data. Images are decoded once to small uint8 arrays; the
+captions are tokenised once; the training loop is plain InfoNCE in both directions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from caption_assets.world.data import warmup_cosine
+from caption_assets.world.train_clip import normalise_pixels
+
+EVAL_CLIP_NAME = "curation-eval-clip"
+EVAL_CLIP_CONFIG = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 32, "layers": 3, "width": 96, "patch_size": 8, "head_width": 32, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 2, "mlp_ratio": 2.0},
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that is held fixed across training sets (recorded with every result row)."""
+
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 30
+    image_px: int = EVAL_CLIP_CONFIG["vision_cfg"]["image_size"]
+
+    @property
+    def samples_seen(self) -> int:
+        return self.steps * self.batch_size
+
+    def describe(self) -> dict:
+        return {**asdict(self), "samples_seen": self.samples_seen, "model": EVAL_CLIP_CONFIG}
+
+
+def _register() -> str:
+    import open_clip
+    from open_clip.factory import _MODEL_CONFIGS
+
+    if EVAL_CLIP_NAME not in _MODEL_CONFIGS:
+        with TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{EVAL_CLIP_NAME}.json"
+            path.write_text(json.dumps(EVAL_CLIP_CONFIG))
+            open_clip.add_model_config(path)
+    return EVAL_CLIP_NAME
+
+
+def fresh_model(seed: int):
+    """A new, randomly initialised model (seeded) and its tokenizer."""
+    import open_clip
+
+    name = _register()
+    torch.manual_seed(seed)
+    logging.disable(logging.WARNING)  # "no pretrained weights": training from scratch is the point
+    try:
+        model = open_clip.create_model(name, pretrained=None)
+    finally:
+        logging.disable(logging.NOTSET)
+    return model, open_clip.get_tokenizer(name)
+
+
+def train(pixels: np.ndarray, captions: list[str], recipe: Recipe, seed: int):
+    """Train a fresh model on the pairs (``pixels`` uint8 [N, px, px, 3]); returns (model, tokenizer, seconds).
+
+    Batches are drawn with replacement-free epochs from a seeded generator, so the number of samples
+    seen is ``recipe.samples_seen`` whatever N is.
+    """
+    if len(captions) != len(pixels) or not len(captions):
+        raise ValueError(f"need as many captions as images and at least one pair (got {len(captions)} and {len(pixels)})")
+    t0 = time.perf_counter()
+    model, tokenizer = fresh_model(seed)
+    images = normalise_pixels(pixels)
+    tokens = tokenizer(captions)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=recipe.lr, fused=True)
+    sched = warmup_cosine(opt, recipe.warmup, recipe.steps)
+    gen = torch.Generator().manual_seed(seed)
+    order = _epochs(len(captions), recipe.samples_seen, gen)
+    model.train()
+    for step in range(recipe.steps):
+        idx = order[step * recipe.batch_size : (step + 1) * recipe.batch_size]
+        img = F.normalize(model.encode_image(images[idx]), dim=-1)
+        txt = F.normalize(model.encode_text(tokens[idx]), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
+        # The same pair can appear twice in a batch when N < batch: both copies count as positives.
+        target = (idx[:, None] == idx[None, :]).float()
+        target = target / target.sum(1, keepdim=True)
+        loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    model.eval()
+    return model, tokenizer, time.perf_counter() - t0
+
+
+def _epochs(n: int, total: int, gen: torch.Generator) -> torch.Tensor:
+    """Concatenated random permutations of range(n), cut to ``total`` indices."""
+    reps = -(-total // n)
+    return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])[:total]

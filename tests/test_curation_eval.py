@@ -1,0 +1,225 @@
+"""curation_eval: the training sets, the recipe's figures, the stage truth, and the asset on a small world crawl."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from caption_assets.curation_eval.headline import gaps, headline, wide_table
+from caption_assets.curation_eval.recipe import Recipe
+from caption_assets.curation_eval.run import summarise
+from caption_assets.curation_eval.stage_truth import LakeFrames, stage_truth
+from caption_assets.curation_eval.testset import METRICS, recall_at
+from caption_assets.curation_eval.training_sets import TRAINING_SETS, build_training_sets
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _lake_inputs(n: int = 20):
+    uids = [f"s::{i:03d}" for i in range(n)]
+    ingested = pl.DataFrame({"uid": uids, "caption": [f"alt {i}" for i in range(n)]})
+    scored = pl.DataFrame({"uid": uids, "clip_score": [i / n for i in range(n)]})
+    manifest = pl.DataFrame({"uid": uids[3:8], "final_caption": [f"final {i}" for i in range(3, 8)]})
+    return ingested, scored, manifest
+
+
+def test_training_sets_sizes_and_members():
+    ingested, scored, manifest = _lake_inputs()
+    sets = build_training_sets(ingested, scored, manifest, seed=0, names=(*TRAINING_SETS, "clip_score_bottom"))
+    assert sets["curated"]["caption"].to_list() == [f"final {i}" for i in range(3, 8)]
+    assert sets["curated_alt_text"].to_dicts() == [{"uid": f"s::{i:03d}", "caption": f"alt {i}"} for i in range(3, 8)]
+    assert sets["clip_score_top"]["uid"].to_list() == [f"s::{i:03d}" for i in (19, 18, 17, 16, 15)]
+    assert sorted(sets["clip_score_bottom"]["uid"].to_list()) == [f"s::{i:03d}" for i in range(5)]
+    assert sets["all_raw"].height == 20 and sets["random_same_size"].height == 5
+    assert sets["random_same_size"]["uid"].is_unique().all()
+    other = build_training_sets(ingested, scored, manifest, seed=1, names=("random_same_size",))
+    assert set(other["random_same_size"]["uid"]) != set(sets["random_same_size"]["uid"])  # the subset follows the seed
+    with pytest.raises(ValueError, match="unknown training set"):
+        build_training_sets(ingested, scored, manifest, seed=0, names=("best_ever",))
+
+
+def test_recall_at_k_on_a_known_similarity_matrix():
+    sim = torch.tensor([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.2, 0.3, 0.1]])  # rows: queries, own item on the diagonal
+    assert recall_at(sim, 1) == pytest.approx(1 / 3)  # row 0 ranks first; row 1 second; row 2 third
+    assert recall_at(sim, 2) == pytest.approx(2 / 3)
+    assert recall_at(sim, 3) == 1.0
+
+
+def test_summary_is_mean_and_sample_sd_over_seeds():
+    rng = np.random.default_rng(0)
+    rows = [{"training_set": t, "seed": s, "n_pairs": 10 + s, "train_seconds": 1.0, **{m: float(rng.random()) for m in METRICS}}
+            for t in ("curated", "random_same_size") for s in range(3)]
+    runs = pl.DataFrame(rows)
+    ev = summarise(runs, Recipe(steps=7, batch_size=8), ["curated", "random_same_size"])
+    assert ev.columns == ["training_set", "metric", "mean", "sd", "n_pairs", "samples_seen", "seeds"]
+    assert ev.height == 2 * len(METRICS) and ev["training_set"].to_list()[:len(METRICS)] == ["curated"] * len(METRICS)
+    vals = np.array([r["t2i_r1"] for r in rows if r["training_set"] == "curated"])
+    row = ev.filter((pl.col("training_set") == "curated") & (pl.col("metric") == "t2i_r1"))
+    assert row["mean"][0] == pytest.approx(vals.mean()) and row["sd"][0] == pytest.approx(vals.std(ddof=1))
+    assert row["samples_seen"][0] == 56 and row["seeds"][0] == "0,1,2" and row["n_pairs"][0] == 11
+    assert gaps(ev)["random_same_size"] == pytest.approx(vals.mean() - np.mean([r["t2i_r1"] for r in rows if r["training_set"] == "random_same_size"]))
+    assert headline(ev).startswith("curated (11 pairs) text->image R@1") and "vs random_same_size" in headline(ev)
+    assert wide_table(ev).columns == ["training_set", "n_pairs", *METRICS]
+
+
+def _truth_row(uid, noise, objects, **kw):
+    shard, key = uid.split("::")
+    row = {"uid": uid, "shard": shard, "key": key, "noise": noise, "objects": objects, "duplicate_group": None, "expected_quarantine": None}
+    return {**row, **kw}
+
+
+RED_CIRCLE = [{"shape": "circle", "colour": "red", "size": "small", "position": "left"}]
+BLUE_STAR = [{"shape": "star", "colour": "blue", "size": "large", "position": "top"}]
+
+
+def test_stage_truth_on_a_handmade_lake():
+    truth = pl.DataFrame([
+        _truth_row("s::a", "correct", RED_CIRCLE, duplicate_group="g1"),
+        _truth_row("s::b", "misaligned", RED_CIRCLE),
+        _truth_row("s::c", "wrong_attribute", BLUE_STAR),
+        _truth_row("s::d", "correct", BLUE_STAR),
+        _truth_row("s::e", "exact_duplicate", RED_CIRCLE, duplicate_group="g1"),
+        _truth_row("s::x", "broken", [], expected_quarantine="corrupt_image"),
+    ])
+    raw = pl.DataFrame({"uid": ["s::a", "s::b", "s::c", "s::d", "s::e"],
+                        "caption": ["a red circle", "a green heart", "a blue heart", "a large blue star", "red circle"]})
+    scored = pl.DataFrame({"uid": raw["uid"], "keep": [True, False, False, False, True],
+                           "drop_reason": [None, "low_clip_score", "low_clip_score", "low_clip_score", None],
+                           "alignment_level": [1, 0, 0, 0, 1]})
+    lake = LakeFrames(
+        raw=raw,
+        quarantine=pl.DataFrame({"shard": ["s"], "key": ["x"], "reason": ["truncated_image"]}),
+        scored=scored,
+        recaptioned=pl.DataFrame({"uid": ["s::a", "s::e"], "synthetic_caption": ["a red circle", "a red circle and a blue star"]}),
+        fused=pl.DataFrame({"uid": ["s::a", "s::e"], "fused_caption": ["a red circle", None], "fusion_status": ["accepted", "low_score"],
+                            "final_caption": ["a red circle", "red circle"]}),
+        selection=pl.DataFrame({"uid": ["s::a", "s::e"], "selected": [True, False], "drop_reason": [None, "exact_duplicate"]}),
+        manifest=pl.DataFrame({"uid": ["s::a"], "final_caption": ["a red circle"]}),
+    )
+    got = {(r["stage"], r["metric"]): (r["value"], r["n"]) for r in stage_truth(truth, lake).iter_rows(named=True)}
+    assert got["raw_pairs", "quarantine_recall"] == (1.0, 1)
+    assert got["raw_pairs", "quarantine_reason_accuracy"] == (0.0, 1)  # planted corrupt, reported truncated
+    assert got["raw_pairs", "alt_text_attribute_accuracy"] == (3 / 5, 5)  # a, d, e name their objects; b, c do not
+    assert got["scored_pairs", "filter_precision"] == (2 / 3, 3)  # d was a true caption
+    assert got["scored_pairs", "misaligned_recall"] == (1.0, 1)
+    assert got["scored_pairs", "wrong_attribute_recall"] == (1.0, 1)
+    assert got["scored_pairs", "kept_with_false_alt_text"] == (0.0, 2)
+    assert got["scored_pairs", "level_0_alt_text_correct"] == (1 / 3, 3) and got["scored_pairs", "level_1_alt_text_correct"] == (1.0, 2)
+    assert got["scored_pairs", "alignment_levels_monotonic"] == (1.0, 5)
+    assert got["recaptioned_pairs", "synthetic_attribute_accuracy"] == (0.5, 2)
+    assert got["recaptioned_pairs", "synthetic_hallucination_rate"] == (0.5, 2)  # the blue star is not in s::e
+    assert got["compressed_dataset", "duplicate_recall"] == (1.0, 1) and got["compressed_dataset", "duplicate_precision"] == (1.0, 1)
+    assert got["compressed_dataset", "exact_duplicate_flagged"] == (1.0, 1)
+    assert got["compressed_dataset", "exported_duplicate_copies"] == (0.0, 1)
+    assert got["scored_pairs", "duplicate_recall"] == (0.0, 1)
+
+
+def test_no_pipeline_stage_reads_the_truth_table():
+    """Only the evaluation (and the world that writes the crawl) may name the truth table."""
+    allowed = {ROOT / "caption_assets" / "assets" / "evaluation.py"}
+    offenders = []
+    for folder in (ROOT / "caption_assets", ROOT / "resources"):
+        for path in folder.rglob("*.py"):
+            if path in allowed or "curation_eval" in path.parts or "world" in path.parts:
+                continue
+            if re.search(r"truth\.parquet|import .*stage_truth|from caption_assets\.world\.crawl", path.read_text()):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+@pytest.fixture(scope="module")
+def world_eval(tmp_path_factory):
+    """A 200-pair world crawl through the whole chain with its truth table moved away, then curation_eval."""
+    from dagster import DagsterInstance
+
+    from caption_assets.definitions import build_definitions
+    from caption_assets.settings import load_settings
+    from caption_assets.world.crawl import CrawlSpec, shard_plan, write_crawl
+
+    tmp = tmp_path_factory.mktemp("world_eval")
+    crawl, truth = write_crawl(tmp / "world", CrawlSpec(shard_plan(2, 100, ("webdataset", "manifest_jsonl")), seed=4242))
+    hidden = tmp / "kept-apart" / "truth.parquet"  # the chain runs without it anywhere near the crawl
+    hidden.parent.mkdir()
+    (tmp / "world" / "truth.parquet").rename(hidden)
+    settings = load_settings({"CAPTION_ASSETS_PROFILE": "demo", "CAPTION_ASSETS_CRAWL_DIR": str(crawl), "CAPTION_ASSETS_DATA_DIR": str(tmp / "data"),
+                              "CAPTION_ASSETS_OCR": "off"})
+    defs = build_definitions(settings)
+    shards = sorted(p.name for p in crawl.iterdir() if p.is_file())
+    config = {"steps": 40, "seeds": [0, 1], "n_test_retrieval": 100, "n_test_zeroshot": 80, "truth_table": str(hidden)}
+    with DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("shards", shards)
+        for shard in shards:
+            assert defs.resolve_job_def("ingest_shard").execute_in_process(partition_key=shard, instance=instance).success
+        assert defs.resolve_job_def("train_reward_model").execute_in_process(instance=instance).success
+        for shard in shards:
+            assert defs.resolve_job_def("shard_models").execute_in_process(partition_key=shard, instance=instance).success
+        assert defs.resolve_job_def("compress_dataset").execute_in_process(instance=instance).success
+        result = defs.resolve_job_def("evaluate_curation").execute_in_process(instance=instance, run_config={"ops": {"curation_eval": {"config": config}}})
+    return settings, truth, result
+
+
+def test_curation_eval_writes_the_tables_metadata_check_and_report(world_eval):
+    from resources import QualityWarehouse
+
+    settings, truth, result = world_eval
+    assert result.success
+    wh = QualityWarehouse(path=str(settings.warehouse_path))
+    ev = wh.latest("evaluation")
+    assert {"training_set", "metric", "mean", "sd", "n_pairs", "samples_seen", "seeds", "run_id"} <= set(ev.columns)
+    assert ev.height == len(TRAINING_SETS) * len(METRICS) and set(ev["training_set"]) == set(TRAINING_SETS) and set(ev["metric"]) == set(METRICS)
+    assert set(ev["samples_seen"]) == {40 * 64} and set(ev["seeds"]) == {"0,1"} and set(ev["run_id"]) == {result.run_id}
+    assert json.loads(ev["recipe"][0])["steps"] == 40
+    lake = settings.lake_dir
+    n_raw = pl.read_parquet(lake / "raw_pairs" / "*.parquet").height
+    n_export = pl.read_parquet(lake / "compressed_dataset" / "manifest.parquet").height
+    sizes = dict(ev.group_by("training_set").agg(pl.col("n_pairs").first()).iter_rows())
+    assert sizes == {"curated": n_export, "curated_alt_text": n_export, "random_same_size": n_export, "clip_score_top": n_export, "all_raw": n_raw}
+    assert ev["mean"].is_between(0, 1).all() and (ev["sd"] >= 0).all()
+
+    st = wh.latest("stage_truth")
+    got = {(r["stage"], r["metric"]): (r["value"], r["n"]) for r in st.iter_rows(named=True)}
+    expected_q = truth.filter(pl.col("expected_quarantine").is_not_null()).height
+    assert expected_q > 0 and got["raw_pairs", "quarantine_recall"] == (1.0, expected_q)
+    assert got["raw_pairs", "good_pairs_ingested"] == (1.0, truth.height - expected_q)
+    assert {s for s, _ in got} == {"raw_pairs", "scored_pairs", "recaptioned_pairs", "fused_captions", "compressed_dataset"}
+
+    mats = [e.event_specific_data.materialization for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
+    meta = mats[0].metadata
+    assert meta["headline"].value.startswith(f"curated ({n_export} pairs) text->image R@1")
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert [c.check_name for c in checks] == ["curated_beats_random_same_size"]
+    cur, rnd = (ev.filter((pl.col("training_set") == t) & (pl.col("metric") == "t2i_r1"))["mean"][0] for t in ("curated", "random_same_size"))
+    assert checks[0].passed == (cur >= rnd)
+    runs = pl.read_parquet(lake / "curation_eval" / "runs.parquet")
+    assert runs.height == len(TRAINING_SETS) * 2
+    report = (lake / "compressed_dataset" / "report.html").read_text()
+    assert "Does curation help?" in report and meta["headline"].value.replace(">", "&gt;") in report
+
+
+def test_the_evaluation_can_fail_a_bad_selection(world_eval):
+    """The lowest-CLIP-score pairs (false alt-texts, mostly) train a worse model than a random subset of
+    the same size, and the check's rule says so when that selection stands in for ``curated``."""
+    from caption_assets.assets.evaluation import read_lake
+    from caption_assets.curation_eval.headline import beats
+    from caption_assets.curation_eval.run import decode_images, evaluate_training_sets
+    from caption_assets.curation_eval.testset import build_testset
+    from caption_assets.ingest import POINTER_COLUMNS
+    from resources import LakeStorage
+
+    settings, _, _ = world_eval
+    frames = read_lake(LakeStorage(root=str(settings.lake_dir)))
+    recipe = Recipe(steps=150, batch_size=64, warmup=15)
+    pixels, ok = decode_images(frames.raw.select(POINTER_COLUMNS).rows(), recipe.image_px, workers=1)
+    assert ok.all()
+    test = build_testset(recipe.image_px, n_retrieval=100, n_zeroshot=40)
+    runs = evaluate_training_sets(frames.raw.select("uid", "caption"), pixels, frames.scored, frames.manifest, test, recipe, [0, 1],
+                                  ("random_same_size", "clip_score_bottom"), workers=2, log=lambda _: None)
+    ev = summarise(runs, recipe, ["random_same_size", "clip_score_bottom"])
+    assert beats(ev, "clip_score_bottom", "random_same_size", "t2i_r5") is False
+    assert beats(ev.with_columns(pl.col("training_set").replace({"clip_score_bottom": "curated"})), "curated", "random_same_size", "t2i_r5") is False
