@@ -51,7 +51,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never talks to a model hub
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # curation_eval tests on the procedural world's held-out split: on for world crawls (demo), off for real ones.
-    evaluate = bool(profile_section("evaluation").get("enabled", False))
+    evaluate = bool(profile_section("evaluation", settings.profile).get("enabled", False))
     return Definitions(
         assets=[raw_pairs, alignment_reward_model, scored_pairs, recaptioned_pairs, vision_expert_tags, fused_captions, compressed_dataset,
                 *([curation_eval] if evaluate else [])],

@@ -44,9 +44,9 @@ class Settings:
         return self.data_dir / "lake"
 
 
-def profile_section(name: str) -> dict[str, Any]:
-    """One section of the active profile, for run-config defaults (e.g. ``compress``)."""
-    profile = os.environ.get("CAPTION_ASSETS_PROFILE", "demo")
+def profile_section(name: str, profile: str | None = None) -> dict[str, Any]:
+    """One section of a profile (default: the active one), for run-config defaults (e.g. ``compress``)."""
+    profile = profile or os.environ.get("CAPTION_ASSETS_PROFILE", "demo")
     path = PROFILES_DIR / f"{profile}.yaml"
     if not path.exists():
         raise SettingsError(f"CAPTION_ASSETS_PROFILE={profile!r} is not a known profile (choose one of {', '.join(available_profiles())})")

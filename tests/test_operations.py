@@ -21,7 +21,7 @@ def graph():
 
 
 def test_every_asset_is_described_owned_versioned_and_kinded(graph):
-    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted(CHAIN)
+    assert sorted(k.to_user_string() for k in graph.get_all_asset_keys()) == sorted([*CHAIN, "curation_eval"])
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
         assert node.description and len(node.description) > 40, key
@@ -41,9 +41,16 @@ def test_per_shard_stages_follow_upstream_and_gpu_steps_are_serialised(graph):
     assert graph.get(AssetKey("fused_captions")).assets_def.op.retry_policy.max_retries == 2
 
 
+def test_curation_eval_follows_the_export_and_only_where_the_world_is():
+    node = build_definitions(load_settings({"CAPTION_ASSETS_PROFILE": "demo"})).resolve_asset_graph().get(AssetKey("curation_eval"))
+    assert node.group_name == "dataset" and AssetKey("compressed_dataset") in node.parent_keys
+    production = build_definitions(load_settings({"CAPTION_ASSETS_PROFILE": "production"})).resolve_asset_graph()
+    assert AssetKey("curation_eval") not in production.get_all_asset_keys()
+
+
 def test_checks_of_every_stage_are_registered(graph):
     checks = {k.name for k in graph.asset_check_keys}
-    assert {"raw_pairs_reconcile", "ratio_within_tolerance", "no_duplicate_keys", "export_matches_manifest", "exported_images_open"} <= checks
+    assert {"raw_pairs_reconcile", "ratio_within_tolerance", "no_duplicate_keys", "export_matches_manifest", "exported_images_open", "curated_beats_random_same_size"} <= checks
 
 
 def test_local_executor_is_bounded_multiprocess():

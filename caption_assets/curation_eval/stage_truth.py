@@ -71,6 +71,10 @@ def filter_metrics(truth: pl.DataFrame, scored: pl.DataFrame) -> list[tuple]:
         _ratio(rows, "scored_pairs", f"{kind}_precision", claimed["noise"].is_in(FALSE_CAPTION).sum(), claimed.height)
     kept = df.filter(pl.col("keep"))
     _ratio(rows, "scored_pairs", "kept_with_false_alt_text", kept["noise"].is_in(FALSE_CAPTION).sum(), kept.height)
+    # where the drops went, by what each pair really is (true captions dropped show up here too)
+    per_kind = df.group_by("noise").agg(n=pl.len(), dropped=(~pl.col("keep")).sum()).sort("noise")
+    for kind, n, dropped in per_kind.iter_rows():
+        _ratio(rows, "scored_pairs", f"drop_rate:{kind}", dropped, n)
     return rows
 
 
