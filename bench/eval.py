@@ -94,7 +94,7 @@ def main() -> None:
     wh = QualityWarehouse(path=str(settings.warehouse_path))
     ingested = int(pl.scan_parquet(str(settings.lake_dir / "raw_pairs" / "*.parquet")).select(pl.len()).collect().item())
     print("\nTargets (issue #11):")
-    for name, value, ok in targets(wh.latest("evaluation"), wh.latest("stage_truth"), ingested):
+    for name, value, ok in targets(*wh.latest_evaluation(), ingested):
         print(f"  {'met   ' if ok else 'MISSED'} {name:45s} {value}")
     print(f"\nWall time: crawl {t_crawl:.0f}s, chain {t_chain:.0f}s, curation_eval {t_eval:.0f}s, total {time.perf_counter() - t0:.0f}s"
           f"  ({args.shards * args.per_shard} pairs, recipe {args.steps} steps x 64, {args.seeds} seeds; failures: {failures})")

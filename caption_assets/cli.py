@@ -57,7 +57,7 @@ def _configure_env(crawl: Path | None, out: Path | None, profile: str | None) ->
     return home
 
 
-def run_chain(verbose: bool = True, evaluate: bool = True) -> int:
+def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
     """Register every shard as a partition and materialize what exists of the chain. Returns failures."""
     from dagster import DagsterInstance
 
@@ -127,14 +127,13 @@ def print_evaluation(detail: bool = False) -> None:
     from resources import QualityWarehouse
 
     wh = QualityWarehouse(path=str(load_settings().warehouse_path))
-    evaluation = wh.latest("evaluation")
+    evaluation, truth = wh.latest_evaluation()
     if evaluation.is_empty():
         return
     with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=200, fmt_str_lengths=40):
         if detail:
             print("\nCuration eval (percent, mean ± sd over seeds; same recipe and samples seen for every set):")
             print(wide_table(evaluation))
-            truth = wh.latest("stage_truth")
             if not truth.is_empty():
                 print("\nEach stage against the crawl's truth table:")
                 print(truth.select("stage", "metric", pl.col("value").round(3), "n"))
@@ -233,8 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, required=True, help="data folder: lake, warehouse, dagster_home")
     run.add_argument("--profile", choices=["demo", "production"], default=None)
     sub.add_parser("demo", help="run the whole chain on the bundled sample crawl (offline), then curation_eval")
+    run.add_argument("--eval", action="store_true", help="then curation_eval (world crawls: it tests on the world's held-out split)")
     ev = sub.add_parser("eval", help="train the fixed small-CLIP recipe on the curated set and its baselines; print the comparison")
     ev.add_argument("--out", type=Path, default=None, help="data folder of an earlier run (default: the profile's)")
+    ev.add_argument("--crawl", type=Path, default=None, help="its crawl folder (the truth table is read from beside it)")
+    ev.add_argument("--steps", type=int, default=None, help="training steps of the recipe (default: the profile's)")
+    ev.add_argument("--seeds", type=str, default=None, help="comma-separated seeds, e.g. 0,1,2 (default: the profile's)")
     report = sub.add_parser("report", help="print the funnel from the quality warehouse (and write the HTML report)")
     report.add_argument("--out", type=Path, default=None)
     report.add_argument("--html", type=Path, default=None, help="write the one-page HTML report here")
@@ -244,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             home = _configure_env(args.crawl, args.out, args.profile)
+        elif args.command == "eval":
+            home = _configure_env(args.crawl, args.out, None)
         elif args.command == "demo":
             home = _configure_env(PROJECT_ROOT / "data" / "sample" / "crawl", None, "demo")
         else:
@@ -251,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("run", "demo"):
             t0 = time.perf_counter()
             print(f"Materializing the chain (DAGSTER_HOME={home})", flush=True)
-            failures = run_chain()
+            failures = run_chain(evaluate=args.command == "demo" or args.eval)
             print(f"\nDone in {time.perf_counter() - t0:.1f}s.\n")
             print_funnel()
             print_examples()
@@ -261,7 +266,15 @@ def main(argv: list[str] | None = None) -> int:
             if failures:
                 raise CliError(f"{failures} run(s) failed; open the UI's Runs page for the error", code=1)
         elif args.command == "eval":
-            failures = run_eval()
+            overrides: dict[str, object] = {}
+            if args.steps is not None:
+                overrides["steps"] = args.steps
+            if args.seeds is not None:
+                try:
+                    overrides["seeds"] = [int(x) for x in args.seeds.split(",") if x.strip()]
+                except ValueError:
+                    raise CliError(f"--seeds {args.seeds!r} must be comma-separated integers") from None
+            failures = run_eval(overrides)
             print_evaluation(detail=True)
             if failures:
                 raise CliError("curation_eval failed; open the UI's Runs page for the error", code=1)

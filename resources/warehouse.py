@@ -119,14 +119,15 @@ class QualityWarehouse(ConfigurableResource):
                 con.execute("INSERT INTO stage_truth (stage, metric, value, n, run_id) SELECT stage, metric, value, n, run_id FROM st")
             con.execute("COMMIT")
 
-    def latest(self, table: str) -> pl.DataFrame:
-        """The rows of the most recent run in ``evaluation`` or ``stage_truth``."""
-        if table not in ("evaluation", "stage_truth"):
-            raise ValueError(f"no run history in table {table!r}")
+    def latest_evaluation(self) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """The most recent curation_eval run: its ``evaluation`` rows and its own ``stage_truth`` rows (empty if it had none)."""
         try:
-            return self.query(f"SELECT * FROM {table} WHERE run_id = (SELECT arg_max(run_id, created_at) FROM {table})")
-        except duckdb.CatalogException:  # a warehouse written before the table existed
-            return pl.DataFrame()
+            ev = self.query("SELECT * FROM evaluation WHERE run_id = (SELECT arg_max(run_id, created_at) FROM evaluation)")
+            if ev.is_empty():
+                return ev, pl.DataFrame()
+            return ev, self.query("SELECT * FROM stage_truth WHERE run_id = ?", [ev["run_id"][0]])
+        except duckdb.CatalogException:  # a warehouse written before these tables existed
+            return pl.DataFrame(), pl.DataFrame()
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> pl.DataFrame:
         with self.connect(read_only=True) as con:

@@ -160,17 +160,18 @@ def world_eval(tmp_path_factory):
         for shard in shards:
             assert defs.resolve_job_def("shard_models").execute_in_process(partition_key=shard, instance=instance).success
         assert defs.resolve_job_def("compress_dataset").execute_in_process(instance=instance).success
+        (tmp / "world" / "truth.parquet").write_bytes(hidden.read_bytes())  # back beside the crawl, for the CLI's default
         result = defs.resolve_job_def("evaluate_curation").execute_in_process(instance=instance, run_config={"ops": {"curation_eval": {"config": config}}})
-    return settings, truth, result
+    return settings, truth, result, crawl
 
 
 def test_curation_eval_writes_the_tables_metadata_check_and_report(world_eval):
     from resources import QualityWarehouse
 
-    settings, truth, result = world_eval
+    settings, truth, result, _ = world_eval
     assert result.success
     wh = QualityWarehouse(path=str(settings.warehouse_path))
-    ev = wh.latest("evaluation")
+    ev, st = wh.latest_evaluation()
     assert {"training_set", "metric", "mean", "sd", "n_pairs", "samples_seen", "seeds", "run_id"} <= set(ev.columns)
     assert ev.height == len(TRAINING_SETS) * len(METRICS) and set(ev["training_set"]) == set(TRAINING_SETS) and set(ev["metric"]) == set(METRICS)
     assert set(ev["samples_seen"]) == {40 * 64} and set(ev["seeds"]) == {"0,1"} and set(ev["run_id"]) == {result.run_id}
@@ -182,7 +183,6 @@ def test_curation_eval_writes_the_tables_metadata_check_and_report(world_eval):
     assert sizes == {"curated": n_export, "curated_alt_text": n_export, "random_same_size": n_export, "clip_score_top": n_export, "all_raw": n_raw}
     assert ev["mean"].is_between(0, 1).all() and (ev["sd"] >= 0).all()
 
-    st = wh.latest("stage_truth")
     got = {(r["stage"], r["metric"]): (r["value"], r["n"]) for r in st.iter_rows(named=True)}
     expected_q = truth.filter(pl.col("expected_quarantine").is_not_null()).height
     assert expected_q > 0 and got["raw_pairs", "quarantine_recall"] == (1.0, expected_q)
@@ -212,7 +212,7 @@ def test_the_evaluation_can_fail_a_bad_selection(world_eval):
     from caption_assets.ingest import POINTER_COLUMNS
     from resources import LakeStorage
 
-    settings, _, _ = world_eval
+    settings, _, _, _ = world_eval
     frames = read_lake(LakeStorage(root=str(settings.lake_dir)))
     recipe = Recipe(steps=150, batch_size=64, warmup=15)
     pixels, ok = decode_images(frames.raw.select(POINTER_COLUMNS).rows(), recipe.image_px, workers=1)
@@ -223,3 +223,24 @@ def test_the_evaluation_can_fail_a_bad_selection(world_eval):
     ev = summarise(runs, recipe, ["random_same_size", "clip_score_bottom"])
     assert beats(ev, "clip_score_bottom", "random_same_size", "t2i_r5") is False
     assert beats(ev.with_columns(pl.col("training_set").replace({"clip_score_bottom": "curated"})), "curated", "random_same_size", "t2i_r5") is False
+
+
+def test_cli_eval_prints_the_comparison_and_refuses_another_crawls_truth(world_eval, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    settings, _, _, crawl = world_eval
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPTION_ASSETS_", "DAGSTER_HOME"))}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    cmd = [sys.executable, "-m", "caption_assets.cli", "eval", "--out", str(settings.data_dir), "--steps", "5", "--seeds", "3"]
+    # --crawl names the crawl folder; without it the profile's (the bundled sample) is assumed, whose truth is not this crawl's
+    wrong = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert wrong.returncode == 0, wrong.stderr
+    assert "Does curation help?  curated (" in wrong.stdout and "Each stage against the crawl's truth table" not in wrong.stdout
+    done = subprocess.run([*cmd, "--crawl", str(crawl)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "Each stage against the crawl's truth table" in done.stdout and "quarantine_recall" in done.stdout
+    assert all(t in done.stdout for t in TRAINING_SETS)
+    bad = subprocess.run([*cmd[:-2], "--seeds", "one"], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "--seeds" in bad.stderr

@@ -93,7 +93,7 @@ def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[st
     out = export_dir(lake)
     images = images or {}
     paths = {"shards": str(out / "shard-*.tar"), "manifest": str(out / "manifest.parquet"), "warehouse": warehouse.path}
-    return render_html(funnel, comparison, images, paths, warehouse.latest("evaluation"), warehouse.latest("stage_truth"))
+    return render_html(funnel, comparison, images, paths, *warehouse.latest_evaluation())
 
 
 @asset(

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from caption_assets.curation_eval.headline import beats, figure, gaps, headline, wide_table
 from caption_assets.curation_eval.recipe import Recipe
@@ -82,6 +82,8 @@ def truth_path(config: CurationEvalConfig, crawl: CrawlSource) -> Path:
 )
 def curation_eval(context: AssetExecutionContext, config: CurationEvalConfig, lake: LakeStorage, warehouse: QualityWarehouse, crawl: CrawlSource):
     frames = read_lake(lake)
+    if frames.manifest.height == 0:
+        raise Failure("nothing to evaluate: the compressed dataset exported no pairs")
     recipe = config.recipe()
     pixels, ok = decode_images(frames.raw.select(POINTER_COLUMNS).rows(), recipe.image_px, config.workers)
     ingested = frames.raw.filter(pl.Series(ok)).select("uid", "caption")
@@ -92,7 +94,15 @@ def curation_eval(context: AssetExecutionContext, config: CurationEvalConfig, la
                                   tuple(config.training_sets), config.workers, log=context.log.info)
     evaluation = summarise(runs, recipe, config.training_sets)
     truth_file = truth_path(config, crawl)
-    truth = stage_truth(pl.read_parquet(truth_file), frames) if truth_file.exists() else None
+    truth, why = None, f"no truth table at {truth_file}: stage figures skipped"
+    if truth_file.exists():
+        table = pl.read_parquet(truth_file)
+        covered = frames.raw.join(table.select("uid"), on="uid", how="semi").height / max(frames.raw.height, 1)
+        if covered < 0.99:  # another crawl's truth would give figures over nothing
+            why = f"the truth table at {truth_file} describes {covered:.0%} of the ingested pairs: not this crawl's; stage figures skipped"
+            context.log.warning(why)
+        else:
+            truth = stage_truth(table, frames)
     run_id = context.run.run_id
     recipe_json = json.dumps({**recipe.describe(), "seeds": config.seeds, "n_test_retrieval": config.n_test_retrieval, "n_test_zeroshot": config.n_test_zeroshot})
     warehouse.add_evaluation(evaluation, truth, run_id, recipe_json)
@@ -114,7 +124,7 @@ def curation_eval(context: AssetExecutionContext, config: CurationEvalConfig, la
             "curated_t2i_r1": cur[0],
             **{f"gap_vs_{b}": g for b, g in gaps(evaluation).items()},
             "evaluation": md_table(wide_table(evaluation)),
-            "stage_truth": md_table(truth) if truth is not None else MetadataValue.text(f"no truth table at {truth_file}: stage figures skipped"),
+            "stage_truth": md_table(truth) if truth is not None else MetadataValue.text(why),
             "recipe": MetadataValue.json(json.loads(recipe_json)),
             "ingested_pairs": ingested.height,
             "train_seconds": float(runs["train_seconds"].sum()),

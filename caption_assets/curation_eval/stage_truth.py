@@ -69,6 +69,8 @@ def filter_metrics(truth: pl.DataFrame, scored: pl.DataFrame) -> list[tuple]:
         _ratio(rows, "scored_pairs", f"{kind}_recall", (~of_kind["keep"]).sum(), of_kind.height)
         # precision of the reason that claims this kind: a pair dropped for it had a false alt-text
         _ratio(rows, "scored_pairs", f"{kind}_precision", claimed["noise"].is_in(FALSE_CAPTION).sum(), claimed.height)
+    # the same drops judged more leniently: a lazy partial alt-text ("red circle") is weak, if not false
+    _ratio(rows, "scored_pairs", "low_alignment_precision_false_or_partial", low["noise"].is_in([*FALSE_CAPTION, "partial"]).sum(), low.height)
     kept = df.filter(pl.col("keep"))
     _ratio(rows, "scored_pairs", "kept_with_false_alt_text", kept["noise"].is_in(FALSE_CAPTION).sum(), kept.height)
     # where the drops went, by what each pair really is (true captions dropped show up here too)
