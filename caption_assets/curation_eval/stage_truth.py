@@ -64,11 +64,12 @@ def filter_metrics(truth: pl.DataFrame, scored: pl.DataFrame) -> list[tuple]:
     _ratio(rows, "scored_pairs", "filter_recall", dropped["noise"].is_in(FALSE_CAPTION).sum(), df["noise"].is_in(FALSE_CAPTION).sum())
     low = dropped.filter(pl.col("drop_reason").is_in(LOW_ALIGNMENT_REASONS))
     flagged_text = dropped.filter(pl.col("drop_reason").is_in(["flag:boilerplate_caption", "flag:caption_too_short"]))
-    for kind, kinds, claimed in (("misaligned", MISALIGNED, low), ("wrong_attribute", ("wrong_attribute",), low), ("boilerplate", BOILERPLATE, flagged_text)):
+    for kind, kinds, claimed in (("misaligned", MISALIGNED, low), ("wrong_attribute", ("wrong_attribute",), None), ("boilerplate", BOILERPLATE, flagged_text)):
         of_kind = df.filter(pl.col("noise").is_in(kinds))
         _ratio(rows, "scored_pairs", f"{kind}_recall", (~of_kind["keep"]).sum(), of_kind.height)
-        # precision of the reason that claims this kind: a pair dropped for it had a false alt-text
-        _ratio(rows, "scored_pairs", f"{kind}_precision", claimed["noise"].is_in(FALSE_CAPTION).sum(), claimed.height)
+        if claimed is not None:  # wrong attributes are dropped for the same reason as misaligned pairs: one precision
+            # precision of the reason that claims this kind: a pair dropped for it had a false alt-text
+            _ratio(rows, "scored_pairs", f"{kind}_precision", claimed["noise"].is_in(FALSE_CAPTION).sum(), claimed.height)
     # the same drops judged more leniently: a lazy partial alt-text ("red circle") is weak, if not false
     _ratio(rows, "scored_pairs", "low_alignment_precision_false_or_partial", low["noise"].is_in([*FALSE_CAPTION, "partial"]).sum(), low.height)
     kept = df.filter(pl.col("keep"))
