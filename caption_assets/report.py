@@ -140,7 +140,7 @@ def render_html(funnel: pl.DataFrame, comparison: pl.DataFrame, images: dict[str
     def table(df: pl.DataFrame) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
         body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(f'{v:.4g}' if isinstance(v, float) else ('' if v is None else str(v)))}</td>" for v in row) + "</tr>"
+            "<tr>" + "".join(f"<td{'' if isinstance(v, (int, float)) else ' class=t'}>{html.escape(f'{v:.4g}' if isinstance(v, float) else ('' if v is None else str(v)))}</td>" for v in row) + "</tr>"
             for row in df.iter_rows()
         )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -151,7 +151,7 @@ def render_html(funnel: pl.DataFrame, comparison: pl.DataFrame, images: dict[str
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>caption-assets quality report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px}}table{{border-collapse:collapse;margin:1rem 0}}
-td,th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}}th{{background:#f3f3f3}}td:first-child,th:first-child{{text-align:left}}
+td,th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}}th{{background:#f3f3f3}}td:first-child,th:first-child,td.t{{text-align:left}}
 img{{max-width:100%}}</style></head><body>
 <h1>Caption dataset quality report</h1><p>Generated {when}.</p>
 <h2>Before / after compression</h2>{table(comparison)}
