@@ -47,7 +47,7 @@ def targets(ev: pl.DataFrame, truth: pl.DataFrame, ingested: int) -> list[tuple[
     n_cur = int(ev.filter(pl.col("training_set") == "curated")["n_pairs"][0])
     share = n_cur / max(ingested, 1)
     rows = [
-        (f"curated <= 30% of ingested", f"{share:.1%}", share <= 0.30),
+        ("curated <= 30% of ingested", f"{share:.1%}", share <= 0.30),
         ("curated >= all_raw (t2i R@1)", f"{f('curated'):.3f} vs {f('all_raw'):.3f}", f("curated") >= f("all_raw")),
         ("curated >= random_same_size + 5 pts", f"{f('curated'):.3f} vs {f('random_same_size'):.3f}", f("curated") >= f("random_same_size") + 0.05),
         ("curated >= curated_alt_text", f"{f('curated'):.3f} vs {f('curated_alt_text'):.3f}", f("curated") >= f("curated_alt_text")),

@@ -9,7 +9,6 @@ captions are tokenised once; the training loop is plain InfoNCE in both directio
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from caption_assets.world.data import warmup_cosine
-from caption_assets.world.train_clip import normalise_pixels
+from caption_assets.world.train_clip import adamw, normalise_pixels, untrained_clip
 
 EVAL_CLIP_NAME = "curation-eval-clip"
 EVAL_CLIP_CONFIG = {
@@ -67,12 +66,7 @@ def fresh_model(seed: int):
 
     name = _register()
     torch.manual_seed(seed)
-    logging.disable(logging.WARNING)  # "no pretrained weights": training from scratch is the point
-    try:
-        model = open_clip.create_model(name, pretrained=None)
-    finally:
-        logging.disable(logging.NOTSET)
-    return model, open_clip.get_tokenizer(name)
+    return untrained_clip(name), open_clip.get_tokenizer(name)
 
 
 def train(pixels: np.ndarray, captions: list[str], recipe: Recipe, seed: int):
@@ -87,9 +81,7 @@ def train(pixels: np.ndarray, captions: list[str], recipe: Recipe, seed: int):
     model, tokenizer = fresh_model(seed)
     images = normalise_pixels(pixels)
     tokens = tokenizer(captions)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=recipe.lr, fused=True)
+    opt = adamw(model, recipe.lr, recipe.weight_decay, fused=True)  # fused: a third less time per step on the CPU
     sched = warmup_cosine(opt, recipe.warmup, recipe.steps)
     gen = torch.Generator().manual_seed(seed)
     order = _epochs(len(captions), recipe.samples_seen, gen)

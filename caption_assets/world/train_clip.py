@@ -53,6 +53,24 @@ def normalise_pixels(pixels: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
+def untrained_clip(name: str):
+    """A randomly initialised open_clip model of a registered config (open_clip's "no pretrained weights" warning muted)."""
+    import open_clip
+
+    logging.disable(logging.WARNING)  # we are about to train them
+    try:
+        return open_clip.create_model(name, pretrained=None)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on embeddings, norms, biases or the logit scale), as open_clip trains."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr, fused=fused)
+
+
 def caption_bank(split: Split, k: int, seed: int, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     """``k`` true paraphrases and hard negatives per image (``NEGATIVE_KINDS``: one attribute wrong each), tokenised once."""
     rng = random.Random(f"captions:{seed}")
@@ -77,17 +95,11 @@ def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = pri
     name, config_path = out.stem, out.with_suffix(".json")
     config_path.write_text(json.dumps(WORLD_CLIP_CONFIG, indent=2))
     open_clip.add_model_config(config_path)
-    logging.disable(logging.WARNING)  # "no pretrained weights loaded": we are about to train them
-    try:
-        model = open_clip.create_model(name, pretrained=None)
-    finally:
-        logging.disable(logging.NOTSET)
+    model = untrained_clip(name)
     tokenizer = open_clip.get_tokenizer(name)
     pos, neg = caption_bank(data, cfg.captions_per_image, cfg.seed, tokenizer)
     images = normalise_pixels(data.pixels)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
     sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
