@@ -75,7 +75,8 @@ def exact_duplicates(df: pl.DataFrame, score: np.ndarray, phash_max_distance: in
 def kmeans(x: np.ndarray, k: int, iters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(assignments, centroids) of spherical k-means in faiss."""
     k = max(1, min(k, len(x)))
-    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, spherical=True, verbose=False, max_points_per_centroid=256)
+    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, spherical=True, verbose=False, max_points_per_centroid=256,
+                   min_points_per_centroid=1)  # small crawls: fewer points per centroid is expected, not a warning
     km.train(x)
     _, assign = km.index.search(x, 1)
     return assign[:, 0].astype(np.int64), km.centroids
