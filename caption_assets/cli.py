@@ -140,6 +140,25 @@ def print_evaluation(detail: bool = False) -> None:
     print(f"\nDoes curation help?  {headline(evaluation)}")
 
 
+def print_trace(uid: str | None, shard: str | None, key: str | None, as_json: bool) -> None:
+    import json
+
+    from caption_assets.settings import load_settings
+    from caption_assets.trace import render_text, trace
+
+    if uid is None:
+        if not (shard and key):
+            raise CliError("trace needs a uid (<shard>::<key>) or both --shard and --key")
+        uid = f"{shard}::{key}"
+    try:
+        found = trace(load_settings().lake_dir, uid)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    if found is None:
+        raise CliError(f"no stage has a pair {uid!r} (uids are <shard>::<key>; `caption-assets report` lists the shards)", code=1)
+    print(json.dumps(found, default=str, indent=2) if as_json else render_text(found))
+
+
 def print_funnel() -> None:
     import polars as pl
 
@@ -159,14 +178,14 @@ def print_funnel() -> None:
         print(funnel)
 
 
-def write_html(path: Path) -> None:
+def write_html(path: Path, gallery: int = 4) -> None:
     from caption_assets.assets.compressed import build_report
     from caption_assets.settings import load_settings
     from resources import LakeStorage, QualityWarehouse
 
     s = load_settings()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(build_report(LakeStorage(root=str(s.lake_dir)), QualityWarehouse(path=str(s.warehouse_path))), encoding="utf-8")
+    path.write_text(build_report(LakeStorage(root=str(s.lake_dir)), QualityWarehouse(path=str(s.warehouse_path)), gallery_per_outcome=gallery), encoding="utf-8")
     print(f"wrote {path}")
 
 
@@ -241,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     report = sub.add_parser("report", help="print the funnel from the quality warehouse (and write the HTML report)")
     report.add_argument("--out", type=Path, default=None)
     report.add_argument("--html", type=Path, default=None, help="write the one-page HTML report here")
+    report.add_argument("--gallery", type=int, default=4, help="sampled pairs per outcome in the report's gallery (0: none)")
+    tr = sub.add_parser("trace", help="one pair's path through every stage (outcome, reason, scores, captions, export)")
+    tr.add_argument("uid", nargs="?", help="<shard>::<key>, as in every lake table")
+    tr.add_argument("--shard", default=None, help="with --key, instead of a uid")
+    tr.add_argument("--key", default=None)
+    tr.add_argument("--json", action="store_true", help="machine-readable output")
+    tr.add_argument("--out", type=Path, default=None, help="data folder of the run (default: the profile's)")
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's instance")
     ui.add_argument("--port", type=int, default=3000)
     args = ap.parse_args(argv)
@@ -278,10 +304,12 @@ def main(argv: list[str] | None = None) -> int:
             print_evaluation(detail=True)
             if failures:
                 raise CliError("curation_eval failed; open the UI's Runs page for the error", code=1)
+        elif args.command == "trace":
+            print_trace(args.uid, args.shard, args.key, args.json)
         elif args.command == "report":
             print_funnel()
             if args.html:
-                write_html(args.html)
+                write_html(args.html, args.gallery)
         elif args.command == "ui":
             workspace = PROJECT_ROOT / "workspace.yaml"
             target = ["-w", str(workspace)] if workspace.exists() else ["-m", "caption_assets.definitions"]

@@ -136,7 +136,7 @@ def evaluation_html(evaluation: pl.DataFrame, truth: pl.DataFrame, table) -> str
 
 
 def render_html(funnel: pl.DataFrame, comparison: pl.DataFrame, images: dict[str, str], paths: dict[str, str],
-                evaluation: pl.DataFrame | None = None, truth: pl.DataFrame | None = None) -> str:
+                evaluation: pl.DataFrame | None = None, truth: pl.DataFrame | None = None, gallery: str = "") -> str:
     def table(df: pl.DataFrame) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
         body = "".join(
@@ -158,5 +158,6 @@ img{{max-width:100%}}</style></head><body>
 <h2>Distributions</h2>{imgs or '<p>No compressed dataset yet.</p>'}
 {evaluation_section}
 <h2>Funnel (all stages, all shards)</h2>{table(funnel)}
+{gallery}
 <h2>Where things are</h2><ul>{links}</ul>
 </body></html>"""

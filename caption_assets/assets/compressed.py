@@ -49,6 +49,7 @@ class CompressedDatasetConfig(Config):
     min_score: float | None = _PROFILE.get("min_score")
     samples_per_shard: int = _PROFILE.get("samples_per_shard", 1000)
     veclip_export: bool = _PROFILE.get("veclip_export", True)
+    gallery_per_outcome: int = _PROFILE.get("gallery_per_outcome", 4)  # report.html: sampled pairs shown per outcome
     seed: int = 0
 
     def compress_config(self) -> CompressConfig:
@@ -74,9 +75,12 @@ def selection_frame(df: pl.DataFrame, res: Compression) -> pl.DataFrame:
     )
 
 
-def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[str, str] | None = None) -> str:
-    """The HTML page from what is on disk: the warehouse funnel, the comparison table, the selection.
-    ``images`` (plots) are recomputed from ``selection.parquet`` when not given."""
+def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[str, str] | None = None, gallery_per_outcome: int = 4) -> str:
+    """The HTML page from what is on disk: the warehouse funnel, the comparison table, the selection, the
+    latest curation_eval, and a gallery of sampled pairs per outcome. ``images`` (plots) are recomputed
+    from ``selection.parquet`` when not given."""
+    from caption_assets.gallery import gallery_html, sample_outcomes
+
     funnel = warehouse.query(
         "SELECT * FROM (SELECT stage, outcome, coalesce(reason, '') AS reason, sum(count)::BIGINT AS count FROM funnel GROUP BY ALL) "
         "ORDER BY list_position(['raw_pairs', 'scored_pairs', 'recaptioned_pairs', 'fused_captions', 'compressed_dataset'], stage), outcome, count DESC"
@@ -93,7 +97,8 @@ def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[st
     out = export_dir(lake)
     images = images or {}
     paths = {"shards": str(out / "shard-*.tar"), "manifest": str(out / "manifest.parquet"), "warehouse": warehouse.path}
-    return render_html(funnel, comparison, images, paths, *warehouse.latest_evaluation())
+    gallery = gallery_html(sample_outcomes(Path(lake.root), gallery_per_outcome))
+    return render_html(funnel, comparison, images, paths, *warehouse.latest_evaluation(), gallery=gallery)
 
 
 @asset(
@@ -126,7 +131,7 @@ def compressed_dataset(context: AssetExecutionContext, config: CompressedDataset
     warehouse.replace_comparison(comparison, context.run.run_id)
     images = plots(df, res) if df.height else {}
     report = out / "report.html"
-    report.write_text(build_report(lake, warehouse, images), encoding="utf-8")
+    report.write_text(build_report(lake, warehouse, images, config.gallery_per_outcome), encoding="utf-8")
     achieved = res.selected.sum() / max(df.height, 1)
     yield MaterializeResult(
         metadata={

@@ -1,4 +1,4 @@
-"""curation_eval: the training sets, the recipe's figures, the stage truth, and the asset on a small world crawl."""
+"""The chain on a small world crawl: curation_eval (training sets, recipe, stage truth, asset, CLI), trace and gallery."""
 
 from __future__ import annotations
 
@@ -244,3 +244,63 @@ def test_cli_eval_prints_the_comparison_and_refuses_another_crawls_truth(world_e
     assert all(t in done.stdout for t in TRAINING_SETS)
     bad = subprocess.run([*cmd[:-2], "--seeds", "one"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "--seeds" in bad.stderr
+
+
+def test_trace_follows_a_pair_through_every_stage(world_eval):
+    from caption_assets.trace import render_text, trace
+
+    settings, truth, _, _ = world_eval
+    lake = settings.lake_dir
+    manifest = pl.read_parquet(lake / "compressed_dataset" / "manifest.parquet")
+    uid = manifest["uid"][0]
+    t = trace(lake, uid)
+    assert list(t["stages"]) == ["raw_pairs", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions", "compressed_dataset"]
+    assert t["stages"]["scored_pairs"]["outcome"] == "kept" and t["stages"]["compressed_dataset"]["outcome"] == "selected"
+    assert t["stages"]["compressed_dataset"]["exported_as"]["key"] == manifest["key"][0]
+    assert t["stages"]["compressed_dataset"]["exported_as"]["caption"] == manifest["final_caption"][0]
+    broken = truth.filter(pl.col("expected_quarantine").is_not_null()).row(0, named=True)
+    q = trace(lake, broken["uid"])
+    assert list(q["stages"]) == ["raw_pairs"] and q["stages"]["raw_pairs"]["outcome"] == "quarantined"
+    assert q["stages"]["raw_pairs"]["reason"] == broken["expected_quarantine"]
+    exact = truth.filter(pl.col("noise") == "exact_duplicate").row(0, named=True)
+    d = trace(lake, exact["uid"])
+    assert exact["duplicate_of"] in d["same_image"] and exact["duplicate_of"] in render_text(d)
+    assert trace(lake, f"{broken['shard']}::no-such-key") is None
+
+
+def test_report_gallery_in_a_real_browser(world_eval, tmp_path):
+    """The gallery renders, its thumbnails load, and the outcome filter shows only that outcome's cards."""
+    import shutil
+
+    from caption_assets.assets.compressed import build_report
+    from resources import LakeStorage, QualityWarehouse
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    settings, _, _, _ = world_eval
+    page_file = tmp_path / "report.html"
+    page_file.write_text(build_report(LakeStorage(root=str(settings.lake_dir)), QualityWarehouse(path=str(settings.warehouse_path)), gallery_per_outcome=3))
+    selection = pl.read_parquet(settings.lake_dir / "compressed_dataset" / "selection.parquet")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(page_file.as_uri())
+        cards = page.locator("#gallery .card")
+        total = cards.count()
+        outcomes = page.eval_on_selector_all("#gallery .card", "cs => cs.map(c => c.dataset.outcome)")
+        assert "selected" in outcomes and any(o.startswith("quarantined at raw_pairs") for o in outcomes) and any(o.startswith("filtered:") for o in outcomes)
+        assert outcomes.count("selected") == min(3, int(selection["selected"].sum()))
+        loaded = page.eval_on_selector_all("#gallery .card img", "is => is.map(i => i.complete && i.naturalWidth > 0)")
+        assert loaded and all(loaded)
+        page.locator('#gallery .filters button[data-filter="selected"]').click()
+        visible = page.eval_on_selector_all("#gallery .card", "cs => cs.filter(c => !c.hidden).map(c => c.dataset.outcome)")
+        assert visible == ["selected"] * outcomes.count("selected")
+        page.locator('#gallery .filters button[data-filter="*"]').click()
+        assert page.eval_on_selector_all("#gallery .card", "cs => cs.filter(c => !c.hidden).length") == total
+        page.locator('#gallery .filters button[data-filter="selected"]').click()
+        page.locator("#gallery").screenshot(path=str(tmp_path / "gallery.png"))
+        browser.close()
+    print(f"\ngallery screenshot: {tmp_path / 'gallery.png'}")
