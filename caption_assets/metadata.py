@@ -71,3 +71,15 @@ def md_histogram(values, bins: int = 12, label: str = "score") -> MetadataValue:
     for c, lo, hi in zip(counts, edges[:-1], edges[1:]):
         lines.append(f"| {lo:.3f} – {hi:.3f} | {int(c)} | {'█' * max(1 if c else 0, round(24 * int(c) / peak))} |")
     return MetadataValue.md("\n".join(lines))
+
+
+def preview(df: pl.DataFrame, by: str, columns: list[str], per_group: int = 2, width: int = 70) -> MetadataValue:
+    """A few rows per value of ``by`` (first keys in order), long text cut to ``width``: what a person opens
+    a partition to look at (dropped pairs with their reasons, rejected fusions with the guardrail that fired)."""
+    if df.is_empty():
+        return MetadataValue.md("_none_")
+    rows = df.sort(by, "key", nulls_last=True).group_by(by, maintain_order=True).head(per_group).select(by, *[c for c in columns if c != by])
+    cut = [(pl.col(c).list.join(" | ") if t == pl.List(pl.String) else pl.col(c)).str.slice(0, width * (3 if t == pl.List(pl.String) else 1))
+           for c, t in rows.schema.items() if t in (pl.String, pl.List(pl.String))]
+    cut += [pl.col(c).list.eval(pl.element().cast(pl.Float64).round(3)) for c, t in rows.schema.items() if t in (pl.List(pl.Float32), pl.List(pl.Float64))]
+    return md_table(rows.with_columns(cut) if cut else rows)

@@ -99,3 +99,24 @@ def test_export_reads_back_with_webdataset_and_matches_the_manifest(chain):
     html = (out / "report.html").read_text()
     assert "Before / after compression" in html and "data:image/png;base64," in html
     assert json.loads(json.dumps(meta))["lineage"]["source_shard"] in ("s0.tar", "s1.tar")
+
+
+def test_partitions_carry_previews_of_the_rows_that_matter(chain):
+    """Each per-shard stage's metadata shows a few of its dropped / quarantined / rejected rows, with the reason."""
+    settings, results = chain
+    meta = {}
+    for name, r in results.items():
+        for e in r.all_events:
+            if e.event_type_value == "ASSET_MATERIALIZATION":
+                m = e.event_specific_data.materialization
+                meta[(m.asset_key.to_user_string(), m.partition)] = m.metadata
+    raw = meta["raw_pairs", "s0.tar"]
+    assert "| reason | key | member | message |" in raw["preview_quarantined"].value and "bad" in raw["preview_quarantined"].value
+    scored = pl.read_parquet(settings.lake_dir / "scored_pairs" / "s0.tar.parquet")
+    dropped = scored.filter(~pl.col("keep"))
+    text = meta["scored_pairs", "s0.tar"]["preview_dropped"].value
+    assert dropped.height and all(reason in text for reason in dropped["drop_reason"].unique())
+    first = dropped.sort("drop_reason", "key").row(0, named=True)
+    assert f"| {first['drop_reason']} | {first['key']} |" in text
+    assert text.count("\n") - 1 == dropped.group_by("drop_reason").agg(pl.len().clip(upper_bound=2)).get_column("len").sum()
+    assert "preview_rejected_fusions" in meta["fused_captions", "s0.tar"] and "preview_candidates" in meta["recaptioned_pairs", "s0.tar"]

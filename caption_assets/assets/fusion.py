@@ -7,7 +7,7 @@ from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLi
 from caption_assets.assets.reward_model import head_path
 from caption_assets.degeneration import is_degenerate
 from caption_assets.fusion import FusionInput, Guardrails, expert_facts, reject_reason, rule_fuse
-from caption_assets.metadata import counts_by, describe, md_table, table_schema
+from caption_assets.metadata import counts_by, describe, md_table, preview, table_schema
 from caption_assets.partitions import shards_partitions
 from caption_assets.reward import load_head, score_with_head
 from resources import CaptionFuser, ClipScorer, LakeStorage, QualityWarehouse
@@ -137,6 +137,7 @@ def fused_captions(
             "source_wins": md_table(wins),
             "caption_words": md_table(describe(lengths, {"alt-text": "alt", "synthetic": "synthetic", "fused": "fused", "final": "final"})),
             "examples": md_table(out.select("key", "caption", "synthetic_caption", "final_caption", "fusion_status").head(5)),
+            "preview_rejected_fusions": preview(out.filter(pl.col("fusion_status") != "accepted"), "fusion_status", ["key", "fused_caption", "final_caption", "final_source"]),
             "path": MetadataValue.path(str(path)),
         }
     )

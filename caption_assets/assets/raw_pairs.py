@@ -20,7 +20,7 @@ from dagster import (
 from caption_assets.heuristics import HeuristicConfig
 from caption_assets.images import DEFAULT_MAX_PIXELS
 from caption_assets.ingest import IngestLimits, IngestResult, ingest_shard
-from caption_assets.metadata import counts_by, describe, md_table, table_schema
+from caption_assets.metadata import counts_by, describe, md_table, preview, table_schema
 from caption_assets.partitions import shards_partitions
 from caption_assets.text import DEFAULT_MAX_CAPTION_CHARS
 from resources import CrawlSource, LakeStorage, QualityWarehouse
@@ -111,6 +111,8 @@ def raw_pairs_metadata(result: IngestResult, path: str) -> dict[str, object]:
         "quarantine_by_reason": md_table(counts_by(quarantine, "reason")),
         "caption_length": md_table(describe(pairs, {"words": "caption_words", "characters": "caption_chars"})),
         "image_size": md_table(describe(pairs, {"width": "width", "height": "height", "bytes": "num_bytes"})),
+        "preview_quarantined": preview(quarantine, "reason", ["key", "member", "message"]),
+        "preview_flagged": preview(pairs.filter(pl.col("primary_flag").is_not_null()), "primary_flag", ["key", "caption", "width", "height"]),
         "path": MetadataValue.path(path),
     }
 

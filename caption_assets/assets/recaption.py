@@ -7,7 +7,7 @@ from dagster import AutomationCondition, AssetExecutionContext, MaterializeResul
 from caption_assets.decoding import distinct_ngram_ratio
 from caption_assets.degeneration import is_degenerate
 from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
-from caption_assets.metadata import describe, md_table, table_schema
+from caption_assets.metadata import describe, md_table, preview, table_schema
 from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
 from resources import Captioner, ClipScorer, LakeStorage, QualityWarehouse
 
@@ -99,6 +99,7 @@ def recaptioned_pairs(
             "best_of_n_score_gain_over_first": stats[1][1],
             "synthetic_caption_words": md_table(describe(out.with_columns(w=pl.col("synthetic_caption").str.count_matches(r"\S+")), {"words": "w"})),
             "examples": md_table(out.select("key", "caption", "synthetic_caption").head(5)),
+            "preview_candidates": preview(out.with_columns(decision=pl.lit(captioner.decoding)), "decision", ["key", "candidates", "candidate_scores", "synthetic_caption"], per_group=3),
             "path": MetadataValue.path(str(path)),
         }
     )

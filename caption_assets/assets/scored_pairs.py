@@ -7,7 +7,7 @@ from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLi
 from caption_assets.assets.reward_model import head_path
 from caption_assets.heuristics import FLAG_ORDER
 from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
-from caption_assets.metadata import counts_by, md_histogram, md_table, table_schema
+from caption_assets.metadata import counts_by, md_histogram, md_table, preview, table_schema
 from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
 from caption_assets.reward import load_head, score_with_head
 from caption_assets.scoring import KeepRules, assign_levels, keep_decisions, level_boundaries
@@ -110,6 +110,7 @@ def scored_pairs(
             "reward_score_histogram": md_histogram(scored["reward_score"].drop_nulls().to_numpy(), label="reward_score"),
             "alignment_level_boundaries": MetadataValue.json(bounds),
             "alignment_level_counts": md_table(counts_by(scored, "alignment_level").sort("alignment_level")),
+            "preview_dropped": preview(scored.filter(~pl.col("keep")), "drop_reason", ["key", "caption", "clip_score", "alignment_level"]),
             "clip_floor": floor if floor is not None else "none",
             "clip_model": clip.model_id(),
             "reward_model_version": reward_version or "none",
