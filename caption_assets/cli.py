@@ -57,6 +57,23 @@ def _configure_env(crawl: Path | None, out: Path | None, profile: str | None) ->
     return home
 
 
+def check_ui_can_start(port: int) -> None:
+    """One line instead of a traceback from inside dagster dev: a taken port, a DAGSTER_HOME that is not there."""
+    import importlib.util
+    import socket
+
+    home = os.environ.get("DAGSTER_HOME")
+    if home and not Path(home).is_dir():
+        raise CliError(f"DAGSTER_HOME={home} does not exist: run `caption-assets demo` first, or use the DAGSTER_HOME it printed")
+    if importlib.util.find_spec("dagster_webserver") is None:
+        raise CliError(f"dagster-webserver is not installed for {sys.executable} (pip install dagster-webserver)")
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise CliError(f"port {port} on 127.0.0.1 is taken (another `dagster dev`?): stop it or pass --port") from None
+
+
 def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
     """Register every shard as a partition and materialize what exists of the chain. Returns failures."""
     from dagster import DagsterInstance
@@ -278,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             home = _configure_env(PROJECT_ROOT / "data" / "sample" / "crawl", None, "demo")
         else:
+            if args.command == "ui":
+                check_ui_can_start(args.port)
             home = _configure_env(None, getattr(args, "out", None), None)
         if args.command in ("run", "demo"):
             t0 = time.perf_counter()

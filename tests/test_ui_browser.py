@@ -76,8 +76,10 @@ def dagster_dev(tmp_path: Path):
     started = time.monotonic()
     # dagster dev spawns a webserver, a daemon and code servers and ignores a lone SIGTERM for a while:
     # own process group, so the whole group can be stopped.
+    # Started as the demo prints it: the venv's console script from a shell whose PATH lacks the venv.
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if Path(p).resolve() != Path(sys.executable).parent.resolve())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        [str(Path(sys.executable).parent / "caption-assets"), "ui", "--port", str(port)],
         cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -171,3 +173,20 @@ def test_asset_graph_and_a_materialization_in_a_real_browser(dagster_dev):
         page.get_by_text("quarantine_by_reason").first.wait_for(state="visible", timeout=60_000)
         page.screenshot(path=str(tmp / "raw-pairs-partition.png"), full_page=True)
         browser.close()
+
+
+def test_ui_command_fails_with_one_line_when_it_cannot_start(tmp_path: Path):
+    script = Path(sys.executable).parent / "caption-assets"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPTION_ASSETS_", "DAGSTER_HOME"))}
+    env["PATH"] = "/usr/bin:/bin"  # as a new user would run the printed line: the venv not activated
+    missing = subprocess.run([str(script), "ui"], env={**env, "DAGSTER_HOME": str(tmp_path / "nowhere")}, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "DAGSTER_HOME" in missing.stderr and "does not exist" in missing.stderr
+    home = tmp_path / "home"
+    home.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run([str(script), "ui", "--port", str(port)], env={**env, "DAGSTER_HOME": str(home), "CAPTION_ASSETS_DATA_DIR": str(tmp_path / "data")},
+                              capture_output=True, text=True, timeout=120)
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1 and f"port {port}" in busy.stderr and "Traceback" not in busy.stderr
