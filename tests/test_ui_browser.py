@@ -23,7 +23,7 @@ from caption_assets.settings import PROJECT_ROOT
 from tests.helpers import noise_image, write_tar
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHAIN = ["raw_pairs", "alignment_reward_model", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions", "compressed_dataset"]
+CHAIN = ["raw_pairs", "alignment_reward_model", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions", "compressed_dataset", "curation_eval"]
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium); the real-browser UI test needs it"),
@@ -129,7 +129,7 @@ def test_asset_graph_and_a_materialization_in_a_real_browser(dagster_dev):
     base, started, tmp = dagster_dev
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        width = 3000
+        width = 3400
         page = browser.new_page(viewport={"width": width, "height": 1300})
         page.goto(f"{base}/asset-groups", timeout=120_000)
         expand = page.locator('[aria-label="unfold_more"]')  # the collapsed group boxes of the lineage graph
