@@ -304,3 +304,20 @@ def test_report_gallery_in_a_real_browser(world_eval, tmp_path):
         page.locator("#gallery").screenshot(path=str(tmp_path / "gallery.png"))
         browser.close()
     print(f"\ngallery screenshot: {tmp_path / 'gallery.png'}")
+
+
+def test_cli_trace_json_and_unknown_uid(world_eval):
+    import os
+    import subprocess
+    import sys
+
+    settings, _, _, _ = world_eval
+    uid = pl.read_parquet(settings.lake_dir / "compressed_dataset" / "manifest.parquet")["uid"][0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPTION_ASSETS_", "DAGSTER_HOME"))}
+    cmd = [sys.executable, "-m", "caption_assets.cli", "trace", "--out", str(settings.data_dir)]
+    shard, key = uid.split("::")
+    done = subprocess.run([*cmd, "--shard", shard, "--key", key, "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["stages"]["compressed_dataset"]["outcome"] == "selected"
+    unknown = subprocess.run([*cmd, f"{shard}::nope"], capture_output=True, text=True, env=env, timeout=120)
+    assert unknown.returncode == 1 and unknown.stdout == "" and unknown.stderr.count("\n") == 1 and "no stage has a pair" in unknown.stderr
