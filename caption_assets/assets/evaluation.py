@@ -51,6 +51,8 @@ def read_lake(lake: LakeStorage) -> LakeFrames:
         return pl.scan_parquet(files).select(columns).collect() if files else pl.DataFrame()
 
     export = lake.asset_dir("compressed_dataset")
+    if not (export / "manifest.parquet").exists() or not (export / "selection.parquet").exists():
+        raise Failure(f"nothing to evaluate: no compressed dataset under {export} (materialize compressed_dataset first)")
     return LakeFrames(
         raw=frame("raw_pairs", ["uid", "caption", *POINTER_COLUMNS]),
         quarantine=frame("raw_pairs_quarantine", ["shard", "key", "reason"]),
