@@ -93,7 +93,9 @@ def dagster_dev(tmp_path: Path):
 
 
 def group_members(pgid: int) -> list[str]:
-    return subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True).stdout.split()
+    """Live processes of the group (zombies already dead, only waiting to be reaped by init, do not count)."""
+    out = subprocess.run(["ps", "-eo", "pid=,pgid=,stat="], capture_output=True, text=True).stdout
+    return [pid for pid, group, stat in (line.split()[:3] for line in out.splitlines() if len(line.split()) >= 3) if group == str(pgid) and not stat.startswith("Z")]
 
 
 def stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
@@ -107,7 +109,9 @@ def stop_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
         time.sleep(0.5)
     if group_members(proc.pid):
         os.killpg(proc.pid, signal.SIGKILL)
-        time.sleep(1)
+        deadline = time.monotonic() + 15  # a loaded machine can take a while to tear five processes down
+        while time.monotonic() < deadline and group_members(proc.pid):
+            time.sleep(0.5)
     proc.wait(timeout=10)
 
 
