@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
+from caption_assets.assets.compressed import build_report, export_dir
 from caption_assets.curation_eval.headline import beats, figure, gaps, headline, wide_table
 from caption_assets.curation_eval.recipe import Recipe
 from caption_assets.curation_eval.run import decode_images, evaluate_training_sets, summarise
@@ -108,14 +109,12 @@ def curation_eval(context: AssetExecutionContext, config: CurationEvalConfig, la
     run_id = context.run.run_id
     recipe_json = json.dumps({**recipe.describe(), "seeds": config.seeds, "n_test_retrieval": config.n_test_retrieval, "n_test_zeroshot": config.n_test_zeroshot})
     warehouse.add_evaluation(evaluation, truth, run_id, recipe_json)
-    out = lake.asset_dir(ASSET)
-    out.mkdir(parents=True, exist_ok=True)
-    runs.write_parquet(out / "runs.parquet")
-    evaluation.write_parquet(out / "evaluation.parquet")
+    lake.write_parquet(runs, ASSET, "runs")
+    lake.write_parquet(evaluation, ASSET, "evaluation")
     if truth is not None:
-        truth.write_parquet(out / "stage_truth.parquet")
-    from caption_assets.assets.compressed import build_report, export_dir
-
+        lake.write_parquet(truth, ASSET, "stage_truth")
+    else:
+        lake.path(ASSET, "stage_truth").unlink(missing_ok=True)  # never leave an earlier run's figures beside this run's
     (export_dir(lake) / "report.html").write_text(build_report(lake, warehouse), encoding="utf-8")
     line = headline(evaluation)
     context.log.info(line)
