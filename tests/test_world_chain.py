@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 from pathlib import Path
 
@@ -321,3 +322,27 @@ def test_cli_trace_json_and_unknown_uid(world_eval):
     assert json.loads(done.stdout)["stages"]["compressed_dataset"]["outcome"] == "selected"
     unknown = subprocess.run([*cmd, f"{shard}::nope"], capture_output=True, text=True, env=env, timeout=120)
     assert unknown.returncode == 1 and unknown.stdout == "" and unknown.stderr.count("\n") == 1 and "no stage has a pair" in unknown.stderr
+
+
+def test_same_seeds_give_the_same_figures_whichever_worker_runs_them():
+    """Seeds are recorded because they are enough: a run repeats exactly, in one process or in two workers."""
+    from caption_assets.curation_eval.run import evaluate_training_sets
+    from caption_assets.curation_eval.testset import build_testset, shrink
+    from caption_assets.world.captions import paraphrase
+    from caption_assets.world.evaluate import as_crawled
+    from caption_assets.world.scene import sample_scene, scene_rng
+
+    threads_before = torch.get_num_threads()
+    recipe = Recipe(steps=6, batch_size=16, warmup=2)
+    scenes = [sample_scene(scene_rng("repeat", 0, i)) for i in range(24)]
+    pixels = np.stack([shrink(as_crawled(s), recipe.image_px) for s in scenes])
+    rng = random.Random(0)
+    ingested = pl.DataFrame({"uid": [f"s::{i:02d}" for i in range(24)], "caption": [paraphrase(s, rng) for s in scenes]})
+    scored = ingested.select("uid", clip_score=pl.Series(np.linspace(0, 1, 24)))
+    manifest = ingested.head(8).rename({"caption": "final_caption"})
+    test = build_testset(recipe.image_px, n_retrieval=20, n_zeroshot=16)
+    args = (ingested, pixels, scored, manifest, test, recipe, [0, 1], ("curated", "random_same_size"))
+    one = evaluate_training_sets(*args, workers=1, log=lambda _: None).drop("train_seconds")
+    two = evaluate_training_sets(*args, workers=2, log=lambda _: None).drop("train_seconds")
+    assert one.height == 4 and one.equals(two)
+    assert torch.get_num_threads() == threads_before  # the in-process path gives the caller its threads back

@@ -90,11 +90,18 @@ def evaluate_training_sets(
             for r in pool.map(_train_and_measure, tasks):
                 results.append(r)
                 log(f"  {r['training_set']:18s} seed {r['seed']}  n={r['n_pairs']:6d}  t2i R@1 {r['t2i_r1']:.3f}  ({time.perf_counter() - t0:.0f}s)")
-    else:
+    else:  # in this process, with the one thread a worker has (same figures), then the caller's threads back
+        import torch
+
+        threads = torch.get_num_threads()
         _init(pixels, test, recipe)
-        for task in tasks:
-            results.append(r := _train_and_measure(task))
-            log(f"  {r['training_set']:18s} seed {r['seed']}  n={r['n_pairs']:6d}  t2i R@1 {r['t2i_r1']:.3f}  ({time.perf_counter() - t0:.0f}s)")
+        try:
+            for task in tasks:
+                results.append(r := _train_and_measure(task))
+                log(f"  {r['training_set']:18s} seed {r['seed']}  n={r['n_pairs']:6d}  t2i R@1 {r['t2i_r1']:.3f}  ({time.perf_counter() - t0:.0f}s)")
+        finally:
+            torch.set_num_threads(threads)
+            _STATE.clear()
     return pl.DataFrame(results)
 
 
