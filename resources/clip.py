@@ -9,7 +9,6 @@ path-to-checkpoint route a user's downloaded weights take.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -24,6 +23,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 from torch.utils.data import DataLoader, Dataset
 
+from caption_assets.clip_models import register_config, untrained_clip
 from resources.pointer_data import PointerImages, PointerPairs, pointer_loader
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,7 @@ _lock = threading.Lock()
 
 def register_demo_config(name: str = DEMO_MODEL_NAME, config: dict[str, Any] | None = None) -> None:
     """Make a small architecture known to open_clip under ``name`` (its model-config registry)."""
-    from open_clip.factory import _MODEL_CONFIGS
-
-    if name not in _MODEL_CONFIGS:
-        _MODEL_CONFIGS[name] = json.loads(json.dumps(config or DEMO_MODEL_CONFIG))
+    register_config(name, config or DEMO_MODEL_CONFIG)
 
 
 def build_random_checkpoint(path: Path, model_name: str = DEMO_MODEL_NAME, seed: int = 0) -> Path:
@@ -56,11 +53,7 @@ def build_random_checkpoint(path: Path, model_name: str = DEMO_MODEL_NAME, seed:
     register_demo_config()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    logging.disable(logging.WARNING)  # open_clip warns that the weights are random: that is the point here
-    try:
-        model = open_clip.create_model(model_name, pretrained=None)
-    finally:
-        logging.disable(logging.NOTSET)
+    model = untrained_clip(model_name)
     tmp = path.with_suffix(".tmp")
     torch.save({"state_dict": model.state_dict(), "note": "RANDOM WEIGHTS (demo): scores mean nothing"}, tmp)
     tmp.replace(path)

@@ -8,18 +8,16 @@ captions are tokenised once; the training loop is plain InfoNCE in both directio
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from tempfile import TemporaryDirectory
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from caption_assets.clip_models import register_config, untrained_clip
 from caption_assets.world.data import warmup_cosine
-from caption_assets.world.train_clip import adamw, normalise_pixels, untrained_clip
+from caption_assets.world.train_clip import adamw, normalise_pixels
 
 EVAL_CLIP_NAME = "curation-eval-clip"
 EVAL_CLIP_CONFIG = {
@@ -48,23 +46,11 @@ class Recipe:
         return {**asdict(self), "samples_seen": self.samples_seen, "model": EVAL_CLIP_CONFIG}
 
 
-def _register() -> str:
-    import open_clip
-    from open_clip.factory import _MODEL_CONFIGS
-
-    if EVAL_CLIP_NAME not in _MODEL_CONFIGS:
-        with TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"{EVAL_CLIP_NAME}.json"
-            path.write_text(json.dumps(EVAL_CLIP_CONFIG))
-            open_clip.add_model_config(path)
-    return EVAL_CLIP_NAME
-
-
 def fresh_model(seed: int):
     """A new, randomly initialised model (seeded) and its tokenizer."""
     import open_clip
 
-    name = _register()
+    name = register_config(EVAL_CLIP_NAME, EVAL_CLIP_CONFIG)
     torch.manual_seed(seed)
     return untrained_clip(name), open_clip.get_tokenizer(name)
 

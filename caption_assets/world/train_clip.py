@@ -9,7 +9,6 @@ its model-config JSON (``<name>.json`` beside ``<name>.pt``), and loaded by ``re
 from __future__ import annotations
 
 import json
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from caption_assets.clip_models import untrained_clip
 from caption_assets.world.captions import paraphrase, wrong_attribute
 from caption_assets.world.data import TRAIN, Split, render_split, warmup_cosine
 
@@ -51,17 +51,6 @@ def normalise_pixels(pixels: np.ndarray) -> torch.Tensor:
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255)
     mean, std = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
     return (x - mean) / std
-
-
-def untrained_clip(name: str):
-    """A randomly initialised open_clip model of a registered config (open_clip's "no pretrained weights" warning muted)."""
-    import open_clip
-
-    logging.disable(logging.WARNING)  # we are about to train them
-    try:
-        return open_clip.create_model(name, pretrained=None)
-    finally:
-        logging.disable(logging.NOTSET)
 
 
 def adamw(model: torch.nn.Module, lr: float, weight_decay: float, fused: bool = False) -> torch.optim.AdamW:
