@@ -18,16 +18,14 @@ import duckdb
 from PIL import Image
 
 from caption_assets.readers import read_image_bytes
+from resources.storage import LakeStorage
 
 THUMB_PX = 112
 
 
-def _files(lake: Path, asset: str) -> list[str]:
-    return sorted(str(p) for p in (lake / asset).glob("*.parquet"))
-
-
 def sample_outcomes(lake: Path, per_outcome: int, seed: int = 0) -> list[dict[str, Any]]:
     """``per_outcome`` pairs for each outcome in the lake: dicts with uid, outcome and what each stage said."""
+    store = LakeStorage(root=str(lake))
     parts, params = [], []
 
     def part(sql: str, files: list[str]) -> None:
@@ -36,10 +34,10 @@ def sample_outcomes(lake: Path, per_outcome: int, seed: int = 0) -> list[dict[st
             params.append(files)
 
     for stage in ("raw_pairs", "scored_pairs", "recaptioned_pairs"):
-        part(f"SELECT shard || '::' || key AS uid, 'quarantined at {stage}: ' || reason AS outcome, message FROM read_parquet(?)", _files(lake, f"{stage}_quarantine"))
-    part("SELECT uid, 'filtered: ' || drop_reason AS outcome, NULL AS message FROM read_parquet(?) WHERE NOT keep", _files(lake, "scored_pairs"))
-    part("SELECT uid, 'fusion fallback: ' || fusion_status AS outcome, NULL AS message FROM read_parquet(?) WHERE fusion_status <> 'accepted'", _files(lake, "fused_captions"))
-    selection = lake / "compressed_dataset" / "selection.parquet"
+        part(f"SELECT shard || '::' || key AS uid, 'quarantined at {stage}: ' || reason AS outcome, message FROM read_parquet(?)", store.files(f"{stage}_quarantine"))
+    part("SELECT uid, 'filtered: ' || drop_reason AS outcome, NULL AS message FROM read_parquet(?) WHERE NOT keep", store.files("scored_pairs"))
+    part("SELECT uid, 'fusion fallback: ' || fusion_status AS outcome, NULL AS message FROM read_parquet(?) WHERE fusion_status <> 'accepted'", store.files("fused_captions"))
+    selection = store.asset_dir("compressed_dataset") / "selection.parquet"
     if selection.exists():
         part("SELECT uid, CASE WHEN selected THEN 'selected' ELSE 'compression: ' || drop_reason END AS outcome, NULL AS message FROM read_parquet(?)", [str(selection)])
     if not parts or per_outcome <= 0:
@@ -57,7 +55,7 @@ def sample_outcomes(lake: Path, per_outcome: int, seed: int = 0) -> list[dict[st
         "fused_captions": ["fused_caption", "final_caption", "final_source", "final_score"],
     }
     for asset, cols in wanted.items():
-        files = _files(lake, asset)
+        files = store.files(asset)
         if not files or not uids:
             continue
         rel = con.execute(f"SELECT uid, {', '.join(cols)} FROM read_parquet(?) WHERE uid IN (SELECT unnest(?))", [files, uids])

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
 import duckdb
+
+from resources.storage import LakeStorage
 
 STAGES = ("raw_pairs", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions", "compressed_dataset")
 COLUMNS = {
@@ -28,10 +28,6 @@ def split_uid(uid: str) -> tuple[str, str]:
     if not sep or not shard or not key:
         raise ValueError(f"{uid!r} is not a uid (<shard>::<key>)")
     return shard, key
-
-
-def _file(lake: Path, asset: str, shard: str) -> Path:
-    return lake / asset / (quote(shard, safe="") + ".parquet")
 
 
 def _rows(con: duckdb.DuckDBPyConnection, path: Path, columns: list[str], where: str, params: list) -> list[dict[str, Any]]:
@@ -58,23 +54,24 @@ def _outcome(stage: str, row: dict[str, Any]) -> tuple[str, str | None]:
 def trace(lake: Path, uid: str) -> dict[str, Any] | None:
     """Every stage's outcome for ``uid`` (None when no stage has heard of it)."""
     shard, key = split_uid(uid)
+    store = LakeStorage(root=str(lake))
     con = duckdb.connect()
     out: dict[str, Any] = {"uid": uid, "shard": shard, "key": key, "stages": {}}
     for stage in STAGES[:-1]:
-        rows = _rows(con, _file(lake, stage, shard), COLUMNS[stage], "uid = ?", [uid])
+        rows = _rows(con, store.path(stage, shard), COLUMNS[stage], "uid = ?", [uid])
         if rows:
             outcome, reason = _outcome(stage, rows[0])
             out["stages"][stage] = {"outcome": outcome, "reason": reason, **rows[0]}
             continue
-        q = _rows(con, _file(lake, f"{stage}_quarantine", shard), ["reason", "message", "member"], "key = ?", [key])
+        q = _rows(con, store.path(f"{stage}_quarantine", shard), ["reason", "message", "member"], "key = ?", [key])
         if q:
             out["stages"][stage] = {"outcome": "quarantined", **q[0]}
             break  # a quarantined pair goes no further
     raw = out["stages"].get("raw_pairs", {})
     if raw.get("sha256"):  # every copy of the same image bytes across the lake (the exact-duplicate group)
-        files = sorted(str(p) for p in (lake / "raw_pairs").glob("*.parquet"))
+        files = store.files("raw_pairs")
         out["same_image"] = [r[0] for r in con.execute("SELECT uid FROM read_parquet(?) WHERE sha256 = ? ORDER BY uid", [files, raw["sha256"]]).fetchall()] if files else []
-    export = lake / "compressed_dataset"
+    export = store.asset_dir("compressed_dataset")
     sel = _rows(con, export / "selection.parquet", ["cluster", "selection_score", "selected", "drop_reason"], "uid = ?", [uid])
     if sel:
         s = sel[0]

@@ -55,6 +55,10 @@ class LakeStorage(ConfigurableResource):
     def scan(self, asset: str, partition: str | None = None) -> pl.LazyFrame:
         return pl.scan_parquet(self.path(asset, partition))
 
+    def files(self, asset: str) -> list[str]:
+        """Paths of every materialized partition file of an asset, in partition order (for a scan or a read_parquet)."""
+        return [str(p) for p in self.existing(asset).values()]
+
     def existing(self, asset: str) -> dict[str, Path]:
         """Materialized partitions of an asset: partition key -> file."""
         folder = self.asset_dir(asset)

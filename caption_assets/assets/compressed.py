@@ -57,7 +57,7 @@ class CompressedDatasetConfig(Config):
 
 
 def load_fused(lake: LakeStorage) -> pl.DataFrame:
-    files = [str(p) for p in lake.existing("fused_captions").values()]
+    files = lake.files("fused_captions")
     if not files:
         raise Failure("nothing to compress: no fused_captions partition is materialized yet")
     return pl.scan_parquet(files).collect()

@@ -48,7 +48,7 @@ class CurationEvalConfig(Config):
 
 def read_lake(lake: LakeStorage) -> LakeFrames:
     def frame(asset: str, columns: list[str]) -> pl.DataFrame:
-        files = [str(p) for p in lake.existing(asset).values()]
+        files = lake.files(asset)
         return pl.scan_parquet(files).select(columns).collect() if files else pl.DataFrame()
 
     export = lake.asset_dir("compressed_dataset")

@@ -42,7 +42,7 @@ def alignment_reward_model(
     context: AssetExecutionContext, config: RewardConfig, clip: ClipScorer, lake: LakeStorage, annotations: AnnotationSource
 ) -> MaterializeResult:
     ann = annotations.read()
-    files = [str(p) for p in lake.existing("raw_pairs").values()]
+    files = lake.files("raw_pairs")
     keys = [r["image_key"] for r in ann.records]
     pointers = (
         pl.scan_parquet(files).filter(pl.col("uid").is_in(keys)).select("uid", *POINTER_COLUMNS).collect()
