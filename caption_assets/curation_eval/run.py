@@ -12,6 +12,7 @@ import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 
 import numpy as np
 import polars as pl
@@ -85,23 +86,20 @@ def evaluate_training_sets(
             tasks.append((name, seed, np.array([row_of[u] for u in frame["uid"]]), frame["caption"].to_list()))
     t0 = time.perf_counter()
     results = []
-    if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(pixels, test, recipe)) as pool:
-            for r in pool.map(_train_and_measure, tasks):
-                results.append(r)
-                log(f"  {r['training_set']:18s} seed {r['seed']}  n={r['n_pairs']:6d}  t2i R@1 {r['t2i_r1']:.3f}  ({time.perf_counter() - t0:.0f}s)")
-    else:  # in this process, with the one thread a worker has (same figures), then the caller's threads back
-        import torch
+    with ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init, initargs=(pixels, test, recipe)))
+            done = pool.map(_train_and_measure, tasks)
+        else:  # in this process, with the one thread a worker has (same figures), then the caller's threads back
+            import torch
 
-        threads = torch.get_num_threads()
-        _init(pixels, test, recipe)
-        try:
-            for task in tasks:
-                results.append(r := _train_and_measure(task))
-                log(f"  {r['training_set']:18s} seed {r['seed']}  n={r['n_pairs']:6d}  t2i R@1 {r['t2i_r1']:.3f}  ({time.perf_counter() - t0:.0f}s)")
-        finally:
-            torch.set_num_threads(threads)
-            _STATE.clear()
+            stack.callback(torch.set_num_threads, torch.get_num_threads())
+            stack.callback(_STATE.clear)
+            _init(pixels, test, recipe)
+            done = map(_train_and_measure, tasks)
+        for r in done:
+            results.append(r)
+            log(f"  {r['training_set']:18s} seed {r['seed']}  n={r['n_pairs']:6d}  t2i R@1 {r['t2i_r1']:.3f}  ({time.perf_counter() - t0:.0f}s)")
     return pl.DataFrame(results)
 
 
