@@ -201,6 +201,7 @@ def test_curation_eval_writes_the_tables_metadata_check_and_report(world_eval):
     assert runs.height == len(TRAINING_SETS) * 2
     report = (lake / "compressed_dataset" / "report.html").read_text()
     assert "Does curation help?" in report and meta["headline"].value.replace(">", "&gt;") in report
+    assert 'alt="distributions"' in report  # the export's plots, saved with it, not recomputed from every fused row
 
 
 def test_the_evaluation_can_fail_a_bad_selection(world_eval):

@@ -1,6 +1,7 @@
 """``compressed_dataset``: dedup + codebook selection over every shard, exported as WebDataset shards."""
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from resources import LakeStorage, QualityWarehouse
 ASSET = "compressed_dataset"
 STAGE = "compressed_dataset"
 ALL = "__all__"
+PLOTS = "plots.json"  # base64 PNGs of the export's distributions, saved with it
 CHECKS = ("ratio_within_tolerance", "no_duplicate_keys", "export_matches_manifest", "exported_images_open", "no_degenerate_captions")
 
 
@@ -77,8 +79,9 @@ def selection_frame(df: pl.DataFrame, res: Compression) -> pl.DataFrame:
 
 def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[str, str] | None = None, gallery_per_outcome: int = 4) -> str:
     """The HTML page from what is on disk: the warehouse funnel, the comparison table, the selection, the
-    latest curation_eval, and a gallery of sampled pairs per outcome. ``images`` (plots) are recomputed
-    from ``selection.parquet`` when not given."""
+    latest curation_eval, and a gallery of sampled pairs per outcome. ``images`` (plots), when not given,
+    are the ones the export saved (``plots.json``), or recomputed from ``selection.parquet`` for an export
+    written before it saved them."""
     from caption_assets.gallery import gallery_html, sample_outcomes
 
     funnel = warehouse.query(
@@ -86,7 +89,9 @@ def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[st
         "ORDER BY list_position(['raw_pairs', 'scored_pairs', 'recaptioned_pairs', 'fused_captions', 'compressed_dataset'], stage), outcome, count DESC"
     )
     comparison = warehouse.query("SELECT metric, before, after FROM comparison")
-    sel_path = export_dir(lake) / "selection.parquet"
+    sel_path, saved = export_dir(lake) / "selection.parquet", export_dir(lake) / PLOTS
+    if images is None and saved.exists():
+        images = json.loads(saved.read_text())
     if images is None and sel_path.exists():
         sel = pl.read_parquet(sel_path)
         df = load_fused(lake).join(sel.select("uid", "cluster", "selected", "drop_reason", "selection_score"), on="uid", how="inner")
@@ -130,6 +135,7 @@ def compressed_dataset(context: AssetExecutionContext, config: CompressedDataset
     warehouse.replace_partition(STAGE, ALL, funnel, None, context.run.run_id, [("target_ratio", config.target_ratio)])
     warehouse.replace_comparison(comparison, context.run.run_id)
     images = plots(df, res) if df.height else {}
+    (out / PLOTS).write_text(json.dumps(images))  # later reports (curation_eval, `caption-assets report`) reuse them
     report = out / "report.html"
     report.write_text(build_report(lake, warehouse, images, config.gallery_per_outcome), encoding="utf-8")
     achieved = res.selected.sum() / max(df.height, 1)
