@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from caption_assets.world.captions import canonical
-from caption_assets.world.evaluate import as_crawled, test_scenes
+from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, as_crawled, test_scenes, zeroshot_classes
 from caption_assets.world.scene import COLOURS, SHAPES, Scene
 from caption_assets.world.train_clip import normalise_pixels
 
@@ -72,11 +72,9 @@ def measure(model, tokenizer, test: TestSet) -> dict[str, float]:
     txt = _embed(model, tokenizer, texts=test.retrieval_captions)
     sim = img @ txt.T  # [images, texts]
     out = {"t2i_r1": recall_at(sim.T, 1), "t2i_r5": recall_at(sim.T, 5), "i2t_r1": recall_at(sim, 1), "i2t_r5": recall_at(sim, 5)}
-    # Zero-shot with prompt ensembles: a class is the mean embedding of "a {colour} {shape}" over the other attribute.
-    prompts = [f"a {c} {s}" for s in SHAPES for c in COLOURS]
-    grid = _embed(model, tokenizer, texts=prompts).view(len(SHAPES), len(COLOURS), -1)
-    zimg = _embed(model, tokenizer, pixels=test.zeroshot_pixels)
-    shape_cls, colour_cls = F.normalize(grid.mean(1), dim=-1), F.normalize(grid.mean(0), dim=-1)
-    out["zeroshot_shape_acc"] = float(((zimg @ shape_cls.T).argmax(1).numpy() == test.shapes).mean())
-    out["zeroshot_colour_acc"] = float(((zimg @ colour_cls.T).argmax(1).numpy() == test.colours).mean())
+    # Zero-shot with the same prompt ensembles as the demo models' own figures (world/evaluate.py).
+    shape_cls, colour_cls = zeroshot_classes(_embed(model, tokenizer, texts=ZEROSHOT_PROMPTS).numpy())
+    zimg = _embed(model, tokenizer, pixels=test.zeroshot_pixels).numpy()
+    out["zeroshot_shape_acc"] = float(((zimg @ shape_cls.T).argmax(1) == test.shapes).mean())
+    out["zeroshot_colour_acc"] = float(((zimg @ colour_cls.T).argmax(1) == test.colours).mean())
     return out

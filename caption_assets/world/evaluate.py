@@ -50,18 +50,24 @@ def _clip_embed(model, preprocess, tokenizer, images: Sequence[Image.Image], tex
     return cat(img), cat(txt)
 
 
+ZEROSHOT_PROMPTS = [f"a {c} {s}" for s in SHAPES for c in COLOURS]  # shape-major grid
+
+
+def zeroshot_classes(prompt_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shape and colour class embeddings from the embedded ``ZEROSHOT_PROMPTS`` (a prompt ensemble: each class is
+    the mean over the other attribute, renormalised)."""
+    grid = prompt_emb.reshape(len(SHAPES), len(COLOURS), -1)
+    shape_cls, colour_cls = grid.mean(1), grid.mean(0)
+    return shape_cls / np.linalg.norm(shape_cls, axis=1, keepdims=True), colour_cls / np.linalg.norm(colour_cls, axis=1, keepdims=True)
+
+
 def clip_figures(model, preprocess, tokenizer, n: int = 400, seed: int = 0) -> dict[str, float]:
     """Zero-shot shape/colour accuracy (single objects, prompt ensembles), correct-vs-misaligned ROC AUC,
     and how often the true caption beats a one-attribute-wrong one (multi-object scenes)."""
     singles = test_scenes(n, seed=seed, max_objects=1)
     img, _ = _clip_embed(model, preprocess, tokenizer, [as_crawled(s) for s in singles], [])
-    prompts = [f"a {c} {s}" for s in SHAPES for c in COLOURS]
-    _, ptxt = _clip_embed(model, preprocess, tokenizer, [], prompts)
-    grid = ptxt.reshape(len(SHAPES), len(COLOURS), -1)
-    shape_cls = grid.mean(1)
-    colour_cls = grid.mean(0)
-    shape_cls /= np.linalg.norm(shape_cls, axis=1, keepdims=True)
-    colour_cls /= np.linalg.norm(colour_cls, axis=1, keepdims=True)
+    _, ptxt = _clip_embed(model, preprocess, tokenizer, [], ZEROSHOT_PROMPTS)
+    shape_cls, colour_cls = zeroshot_classes(ptxt)
     shape_acc = float(np.mean([SHAPES[i] == s.objects[0].shape for i, s in zip((img @ shape_cls.T).argmax(1), singles)]))
     colour_acc = float(np.mean([list(COLOURS)[i] == s.objects[0].colour for i, s in zip((img @ colour_cls.T).argmax(1), singles)]))
 
