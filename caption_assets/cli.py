@@ -106,6 +106,8 @@ def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
 
     ingested = [shard for shard in shards if run("ingest_shard", shard, shard)]
     run("train_reward_model", None, "all shards")
+    if ingested:
+        run("compute_alignment_levels", None, "all shards")
     for shard in ingested:
         run("shard_models", shard, shard)
     run("compress_dataset", None, "all shards")

@@ -6,6 +6,7 @@ import os
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions, EnvVar, multiprocess_executor
 
+from caption_assets.assets.alignment_levels import alignment_levels
 from caption_assets.assets.compressed import compressed_dataset
 from caption_assets.assets.evaluation import curation_eval
 from caption_assets.assets.experts import vision_expert_tags
@@ -14,11 +15,11 @@ from caption_assets.assets.raw_pairs import raw_pairs, raw_pairs_reconcile
 from caption_assets.assets.recaption import recaptioned_pairs
 from caption_assets.assets.reward_model import alignment_reward_model
 from caption_assets.assets.scored_pairs import scored_pairs
-from caption_assets.jobs import compress_job, eval_job, ingest_job, reward_model_job, shard_chain_job, shard_models_job
+from caption_assets.jobs import compress_job, eval_job, ingest_job, levels_job, reward_model_job, shard_chain_job, shard_models_job
 from caption_assets.schedules import build_schedules
 from caption_assets.sensors import build_crawl_sensor
 from caption_assets.settings import Settings, load_settings, profile_section
-from resources import AnnotationSource, CaptionFuser, Captioner, ClipScorer, VisionExperts, CrawlSource, LakeStorage, QualityWarehouse
+from resources import AnnotationSource, DuplicateIndex, CaptionFuser, Captioner, ClipScorer, VisionExperts, CrawlSource, LakeStorage, QualityWarehouse
 
 
 def fuser_config(settings: Settings) -> dict[str, object]:
@@ -37,6 +38,7 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "crawl": CrawlSource(crawl_dir=str(settings.crawl_dir)),
         "lake": LakeStorage(root=str(settings.lake_dir)),
         "warehouse": QualityWarehouse(path=str(settings.warehouse_path)),
+        "duplicates": DuplicateIndex(path=str(settings.duplicate_index_path)),
         "annotations": AnnotationSource(folder=str(settings.annotations_dir)),
         "clip": ClipScorer(**settings.clip, models_dir=models),
         "captioner": Captioner(**settings.captioner, models_dir=models),
@@ -53,10 +55,10 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     # curation_eval tests on the procedural world's held-out split: on for world crawls (demo), off for real ones.
     evaluate = bool(profile_section("evaluation", settings.profile).get("enabled", False))
     return Definitions(
-        assets=[raw_pairs, alignment_reward_model, scored_pairs, recaptioned_pairs, vision_expert_tags, fused_captions, compressed_dataset,
+        assets=[raw_pairs, alignment_reward_model, alignment_levels, scored_pairs, recaptioned_pairs, vision_expert_tags, fused_captions, compressed_dataset,
                 *([curation_eval] if evaluate else [])],
         asset_checks=[raw_pairs_reconcile],
-        jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job, compress_job, *([eval_job] if evaluate else [])],
+        jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job, levels_job, compress_job, *([eval_job] if evaluate else [])],
         sensors=[
             build_crawl_sensor(settings.automation),
             AutomationConditionSensorDefinition(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,7 @@ RAW_PAIRS_SCHEMA = {
     "url": pl.String,
     "meta_json": pl.String,
 }
+DUPLICATE_COLUMNS = {"duplicate_of": pl.String, "duplicate_kind": pl.String, "phash_distance": pl.Int64}
 POINTER_COLUMNS = ["container", "image_path", "image_member", "image_offset", "image_length"]
 QUARANTINE_SCHEMA = {
     "shard": pl.String,
@@ -99,9 +100,14 @@ def ingest_shard(
     shard: str,
     heuristics: HeuristicConfig = HeuristicConfig(),
     limits: IngestLimits = IngestLimits(),
-    prior_sha256: pl.Series | None = None,
+    duplicates: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> IngestResult:
-    """Stream the shard through a small thread pool (Pillow releases the GIL while decoding)."""
+    """Stream the shard through a small thread pool (Pillow releases the GIL while decoding).
+
+    ``duplicates`` maps the shard's pairs (uid, sha256, phash in row order) to one verdict per row
+    (``DUPLICATE_COLUMNS``): the global duplicate index's lookup. Without it, only duplicates inside
+    the shard are flagged.
+    """
     cols: dict[str, list] = {name: [] for name in RAW_PAIRS_SCHEMA}
     quarantine: dict[str, list] = {name: [] for name in QUARANTINE_SCHEMA}
     seen = 0
@@ -121,7 +127,12 @@ def ingest_shard(
         caption_words=pl.col("caption").str.count_matches(r"\S+").cast(pl.Int32),
         caption_chars=pl.col("caption").str.len_chars().cast(pl.Int32),
     )
-    pairs = add_flags(pairs, heuristics, prior_sha256)
+    if duplicates is not None:
+        verdicts = duplicates(pairs.select("uid", "sha256", "phash")).select(list(DUPLICATE_COLUMNS))
+        pairs = pl.concat([pairs, verdicts.cast(DUPLICATE_COLUMNS)], how="horizontal")  # type: ignore[arg-type]
+    else:
+        pairs = pairs.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in DUPLICATE_COLUMNS.items()])
+    pairs = add_flags(pairs, heuristics)
     return IngestResult(pairs, pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA), seen)
 
 

@@ -33,6 +33,12 @@ reward_model_job = define_asset_job(
     description="Train the alignment reward model on the preference annotations.",
 )
 
+levels_job = define_asset_job(
+    "compute_alignment_levels",
+    selection=AssetSelection.assets("alignment_levels"),
+    description="Global alignment-level boundaries over a reference sample of every ingested shard (versioned; scored_pairs uses them).",
+)
+
 compress_job = define_asset_job(
     "compress_dataset",
     selection=AssetSelection.assets("compressed_dataset"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any, NamedTuple
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from caption_assets.shards import CAPTION_COLUMNS, IMAGE_BYTES_COLUMNS, IMAGE_PATH_COLUMNS, ShardKind, binary_columns, shard_kind
+from caption_assets.shards import CAPTION_COLUMNS, IMAGE_BYTES_COLUMNS, IMAGE_PATH_COLUMNS, ShardKind, binary_columns, shard_kind, sidecars
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 PARQUET_BATCH_ROWS = 256
@@ -48,15 +49,58 @@ class Record:
 
 
 def iter_records(path: Path) -> Iterator[Record]:
-    """All records of one shard, in shard order."""
+    """All records of one shard, in shard order; then the url rows of its sidecar that have no sample."""
     path = Path(path)
     kind = shard_kind(path)
     if kind is ShardKind.TAR:
-        yield from iter_tar(path)
+        records = iter_tar(path)
+    elif kind is ShardKind.FOLDER:
+        records = iter_folder(path)
     elif kind is ShardKind.IMG2DATASET_PARQUET:
-        yield from iter_img2dataset_parquet(path)
+        records = iter_img2dataset_parquet(path)
     else:
-        yield from iter_manifest(path)
+        records = iter_manifest(path)
+    sidecar = sidecars(path).parquet
+    yield from with_sidecar(records, sidecar) if sidecar is not None else records
+
+
+def failed_download(status: object, error: object) -> tuple[str, str]:
+    return "download_failed", f"img2dataset status {status!r}: {error}"
+
+
+def with_sidecar(records: Iterator[Record], sidecar: Path) -> Iterator[Record]:
+    """img2dataset writes only successful samples into a tar or folder; its same-stem parquet lists every url.
+
+    A url row with no sample in the shard becomes a record of its own: ``download_failed`` with
+    img2dataset's message, or ``missing_image`` when the row says success but the sample is absent.
+    So a shard reconciles as url rows = raw pairs + quarantined.
+    """
+    keys: set[str] = set()
+    for rec in records:
+        if rec.key is not None:
+            keys.add(rec.key)
+        yield rec
+    try:
+        pf = pq.ParquetFile(sidecar)
+        wanted = [c for c in ("key", "status", "error_message", "url", "caption") if c in pf.schema_arrow.names]
+        rows = pf.read(columns=wanted).to_pylist()
+    except Exception as exc:  # noqa: BLE001 - an unreadable sidecar is reported, the shard's samples still count
+        yield Record(None, sidecar.name, problem=("unreadable_sidecar", f"img2dataset sidecar parquet does not read: {exc}"))
+        return
+    for i, row in enumerate(rows):
+        key = _str_or_none(row.get("key"))
+        if key is not None and key in keys:
+            continue
+        if key is not None:
+            keys.add(key)
+        member = f"{sidecar.name} row {i}"
+        url, caption = _str_or_none(row.get("url")), row.get("caption")
+        status = row.get("status", "success")
+        if status != "success":
+            yield Record(key, member, caption=caption, url=url, problem=failed_download(status, row.get("error_message")))
+        else:
+            yield Record(key, member, caption=caption, url=url,
+                         problem=("missing_image", f"{sidecar.name} reports a successful download but the shard holds no sample {key!r}"))
 
 
 # --------------------------------------------------------------------------- tar (WebDataset)
@@ -83,7 +127,7 @@ def iter_tar(path: Path) -> Iterator[Record]:
         yield Record(None, path.name, problem=("unreadable_shard", f"not a readable tar file: {exc}"))
         return
     seen: set[str] = set()
-    group: list[tuple[str, tarfile.TarInfo, bytes]] = []
+    group: list[Member] = []
     group_key: str | None = None
     with tf:
         while True:
@@ -101,20 +145,21 @@ def iter_tar(path: Path) -> Iterator[Record]:
                     continue
                 key, ext = split_key(m.name)
                 data = _member_bytes(tf, m)
+                member = Member(ext, m.name, data, ImageRef("tar", str(path.resolve()), m.name, m.offset_data, m.size))
             except (tarfile.ReadError, EOFError, OSError) as exc:
                 if group:
-                    yield from _tar_group(path, group_key, group, seen)
+                    yield _sample(group_key, group, seen)
                     group = []
                 yield Record(None, f"{path.name}@{tf.offset}", problem=("truncated_tar", f"tar ends early: {exc}"))
                 return
             # a new key, or an extension the current sample already has, starts the next sample
-            if group and (key != group_key or any(e == ext for e, _, _ in group)):
-                yield from _tar_group(path, group_key, group, seen)
+            if group and (key != group_key or any(g.ext == ext for g in group)):
+                yield _sample(group_key, group, seen)
                 group = []
             group_key = key
-            group.append((ext, m, data))
+            group.append(member)
         if group:
-            yield from _tar_group(path, group_key, group, seen)
+            yield _sample(group_key, group, seen)
         tail = _nonzero_tail(path, tf.offset)
         if tail:
             yield Record(None, f"{path.name}@{tf.offset}", problem=("truncated_tar", f"{tail} trailing bytes do not form a tar header"))
@@ -139,37 +184,70 @@ def _nonzero_tail(path: Path, offset: int) -> int:
     return len(rest) if rest.strip(b"\0") else 0
 
 
-def _tar_group(path: Path, key: str | None, group: list[tuple[str, tarfile.TarInfo, bytes]], seen: set[str]) -> Iterator[Record]:
+class Member(NamedTuple):
+    """One file of a sample (a tar member or a file in a shard folder)."""
+
+    ext: str
+    name: str
+    data: bytes
+    ref: ImageRef
+
+
+def _sample(key: str | None, group: list[Member], seen: set[str]) -> Record:
+    """The files sharing one key (``.jpg`` + ``.txt`` + ``.json``) -> one record."""
     assert key is not None
-    members = ",".join(m.name for _, m, _ in group)
+    members = ",".join(m.name for m in group)
     if key in seen:
-        yield Record(key, members, problem=("duplicate_key", f"key {key!r} appears again later in the shard"))
-        return
+        return Record(key, members, problem=("duplicate_key", f"key {key!r} appears again later in the shard"))
     seen.add(key)
-    by_ext = {ext: (m, data) for ext, m, data in group}  # extensions are unique within a group
+    by_ext = {m.ext: m for m in group}  # extensions are unique within a group
     meta: dict[str, Any] | None = None
     if "json" in by_ext:
         try:
-            meta = json.loads(by_ext["json"][1].decode("utf-8"))
+            meta = json.loads(by_ext["json"].data.decode("utf-8"))
             if not isinstance(meta, dict):
                 meta = {"_value": meta}
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             meta = {"_error": f"unparseable json member: {exc}"}
-    caption: bytes | str | None = by_ext["txt"][1] if "txt" in by_ext else None
+    caption: bytes | str | None = by_ext["txt"].data if "txt" in by_ext else None
     if caption is None and meta and isinstance(meta.get("caption"), str):
         caption = meta["caption"]
     url = meta.get("url") if meta and isinstance(meta.get("url"), str) else None
     image_ext = next((e for e in IMAGE_EXTS if e in by_ext), None)
     if meta and meta.get("status") not in (None, "success"):
-        yield Record(key, members, url=url, meta=meta, problem=("download_failed", f"img2dataset status {meta.get('status')!r}: {meta.get('error_message')}"))
-        return
+        return Record(key, members, url=url, meta=meta, problem=failed_download(meta.get("status"), meta.get("error_message")))
     if image_ext is None:
         found = ", ".join(sorted(by_ext)) or "nothing"
-        yield Record(key, members, caption=caption, url=url, meta=meta, problem=("missing_image", f"no .jpg/.png/.webp member for key (found {found})"))
-        return
-    info, data = by_ext[image_ext]
-    ref = ImageRef("tar", str(path.resolve()), info.name, info.offset_data, info.size)
-    yield Record(key, info.name, ref=ref, image=data, caption=caption, url=url, meta=meta)
+        return Record(key, members, caption=caption, url=url, meta=meta, problem=("missing_image", f"no .jpg/.png/.webp member for key (found {found})"))
+    image = by_ext[image_ext]
+    return Record(key, image.name, ref=image.ref, image=image.data, caption=caption, url=url, meta=meta)
+
+
+# --------------------------------------------------------------------------- folder (img2dataset `files`)
+
+
+def iter_folder(path: Path) -> Iterator[Record]:
+    """A shard folder: files grouped by key (the name up to its first dot), in key order."""
+    groups: dict[str, list[Member]] = {}
+    with os.scandir(path) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        if e.is_symlink() or not e.is_file():
+            kind = "a link" if e.is_symlink() else "a folder or device"
+            yield Record(None, e.name, problem=("unsupported_member", f"{e.name!r} in the shard folder is {kind}, not a file"))
+            continue
+        key, ext = split_key(e.name)
+        try:
+            data = Path(e.path).read_bytes()
+        except OSError as exc:
+            yield Record(key, e.name, problem=("unreadable_member", f"cannot read {e.name!r}: {exc}"))
+            continue
+        groups.setdefault(key, []).append(Member(ext, e.name, data, ImageRef("file", str(Path(e.path).resolve()), None, 0, len(data))))
+    seen: set[str] = set()
+    for key, group in groups.items():
+        yield _sample(key, group, seen)
 
 
 # --------------------------------------------------------------------------- img2dataset parquet
@@ -201,7 +279,7 @@ def iter_img2dataset_parquet(path: Path) -> Iterator[Record]:
             if key in seen:
                 rec = Record(key, member, problem=("duplicate_key", f"key {key!r} appears again later in the shard"))
             elif status != "success":
-                rec = Record(key, member, url=url, problem=("download_failed", f"img2dataset status {status!r}: {meta.get('error_message')}"))
+                rec = Record(key, member, url=url, problem=failed_download(status, meta.get("error_message")))
             elif image_col is not None and cols[image_col][i] is not None:
                 data = cols[image_col][i]
                 rec = Record(key, member, ImageRef("parquet", str(path.resolve()), image_col, row, len(data)), data, caption, url, meta)

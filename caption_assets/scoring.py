@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
-from caption_assets.heuristics import FLAG_ORDER
+from caption_assets.heuristics import DEFAULT_DROP_FLAGS
 
 
 def level_boundaries(scores: np.ndarray, n_levels: int) -> list[float]:
@@ -18,6 +20,17 @@ def level_boundaries(scores: np.ndarray, n_levels: int) -> list[float]:
     return [float(q) for q in np.quantile(scores, np.linspace(0, 1, n_levels + 1)[1:-1])]
 
 
+def levels_version(boundaries: Sequence[float], scorer: str) -> str:
+    """A short content hash: the same edges from the same scorer give the same version (and no staleness)."""
+    payload = json.dumps({"boundaries": [round(float(b), 6) for b in boundaries], "scorer": scorer}, sort_keys=True)
+    return "levels-" + hashlib.sha1(payload.encode()).hexdigest()[:12]
+
+
+def reference_sample(pairs: pl.LazyFrame, size: int, seed: int) -> pl.DataFrame:
+    """A stable sample of pairs across all shards: the ``size`` smallest hashes of (seed, uid)."""
+    return pairs.with_columns(_h=pl.concat_str(pl.lit(str(seed)), pl.col("uid")).hash(seed=0)).sort("_h", "uid").head(size).drop("_h").collect()
+
+
 def assign_levels(scores: np.ndarray, boundaries: Sequence[float]) -> np.ndarray:
     """Level 0 = least aligned ... len(boundaries) = most aligned (a score equal to an edge goes up)."""
     return np.searchsorted(np.asarray(boundaries, dtype=np.float64), scores, side="right").astype(np.int8)
@@ -25,7 +38,7 @@ def assign_levels(scores: np.ndarray, boundaries: Sequence[float]) -> np.ndarray
 
 @dataclass(frozen=True)
 class KeepRules:
-    drop_flags: tuple[str, ...] = FLAG_ORDER
+    drop_flags: tuple[str, ...] = DEFAULT_DROP_FLAGS
     min_clip_score: float | None = None
     drop_clip_quantile: float = 0.0
     min_reward_score: float | None = None

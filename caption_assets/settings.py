@@ -43,6 +43,11 @@ class Settings:
     def lake_dir(self) -> Path:
         return self.data_dir / "lake"
 
+    @property
+    def duplicate_index_path(self) -> Path:
+        """The global duplicate index (SQLite), beside the warehouse."""
+        return self.warehouse_path.with_name("duplicate_index.sqlite")
+
 
 def profile_section(name: str, profile: str | None = None) -> dict[str, Any]:
     """One section of a profile (default: the active one), for run-config defaults (e.g. ``compress``)."""

@@ -7,6 +7,7 @@ only needs storage or the warehouse (the CLI's report, ingest) does not pay for 
 from importlib import import_module
 from typing import Any
 
+from resources.duplicate_index import DuplicateIndex
 from resources.storage import AnnotationSource, CrawlSource, LakeStorage
 from resources.warehouse import QualityWarehouse
 
@@ -17,7 +18,7 @@ _MODEL_RESOURCES = {
     "CaptionFuser": "resources.fuser",
 }
 
-__all__ = ["AnnotationSource", "CaptionFuser", "Captioner", "ClipScorer", "VisionExperts", "CrawlSource", "LakeStorage", "QualityWarehouse"]
+__all__ = ["AnnotationSource", "DuplicateIndex", "CaptionFuser", "Captioner", "ClipScorer", "VisionExperts", "CrawlSource", "LakeStorage", "QualityWarehouse"]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ a half-replaced partition.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,6 +24,9 @@ CREATE TABLE IF NOT EXISTS funnel (
 );
 CREATE TABLE IF NOT EXISTS stats (
     partition VARCHAR NOT NULL, stage VARCHAR NOT NULL, name VARCHAR NOT NULL, value DOUBLE, run_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS versions (
+    partition VARCHAR NOT NULL, stage VARCHAR NOT NULL, name VARCHAR NOT NULL, version VARCHAR, run_id VARCHAR
 );
 CREATE TABLE IF NOT EXISTS comparison (
     metric VARCHAR NOT NULL, before DOUBLE, after DOUBLE, run_id VARCHAR
@@ -75,8 +78,9 @@ class QualityWarehouse(ConfigurableResource):
         quarantine_parquet: Path | None = None,
         run_id: str | None = None,
         stats: Sequence[tuple[str, float]] = (),
+        versions: Mapping[str, str] | None = None,
     ) -> None:
-        """Swap in this partition's funnel rows, named figures, and quarantine rows (read straight from parquet)."""
+        """Swap in this partition's funnel rows, named figures, input versions and quarantine rows (read straight from parquet)."""
         funnel_df = pl.DataFrame(
             [(partition, stage, o, r, int(c), run_id) for o, r, c in funnel],
             schema={"partition": pl.String, "stage": pl.String, "outcome": pl.String, "reason": pl.String, "count": pl.Int64, "run_id": pl.String},
@@ -87,6 +91,9 @@ class QualityWarehouse(ConfigurableResource):
             con.execute("DELETE FROM funnel WHERE partition = ? AND stage = ?", [partition, stage])
             con.execute("DELETE FROM quarantine WHERE partition = ? AND stage = ?", [partition, stage])
             con.execute("DELETE FROM stats WHERE partition = ? AND stage = ?", [partition, stage])
+            con.execute("DELETE FROM versions WHERE partition = ? AND stage = ?", [partition, stage])
+            if versions:
+                con.executemany("INSERT INTO versions VALUES (?, ?, ?, ?, ?)", [(partition, stage, n, v, run_id) for n, v in versions.items()])
             if stats:
                 con.executemany("INSERT INTO stats VALUES (?, ?, ?, ?, ?)", [(partition, stage, n, float(v), run_id) for n, v in stats])
             con.register("funnel_df", funnel_df.to_arrow())

@@ -51,7 +51,7 @@ def wds_members(n: int, start: int = 0, prefix: str = "") -> list[tuple[str, byt
     """n good WebDataset samples with distinct images and captions."""
     out = []
     for i in range(start, start + n):
-        out.append((f"{prefix}{i:05d}.jpg", image_bytes(seed=i + 1)))
+        out.append((f"{prefix}{i:05d}.jpg", noise_image(i + 1)))
         out.append((f"{prefix}{i:05d}.txt", f"a red square number {i} on a plain background".encode()))
     return out
 

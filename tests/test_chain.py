@@ -36,6 +36,9 @@ def chain(tmp_path_factory):
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("shards", ["s0.tar", "s1.tar"])
         for shard in ("s0.tar", "s1.tar"):
+            assert defs.resolve_job_def("ingest_shard").execute_in_process(partition_key=shard, instance=instance).success
+        results["levels"] = defs.resolve_job_def("compute_alignment_levels").execute_in_process(instance=instance)
+        for shard in ("s0.tar", "s1.tar"):
             # a relative CLIP floor: these noise images are no world scenes, the demo's absolute floor would drop them all
             keep = {"ops": {"scored_pairs": {"config": {"min_clip_score": None, "drop_clip_quantile": 0.2}}}}
             results[f"chain:{shard}"] = defs.resolve_job_def("shard_chain").execute_in_process(partition_key=shard, instance=instance, run_config=keep)

@@ -12,7 +12,7 @@ from caption_assets.definitions import build_definitions
 from caption_assets.schedules import partitions_needing_work
 from caption_assets.settings import PROJECT_ROOT, SettingsError, load_settings
 
-CHAIN = ["raw_pairs", "alignment_reward_model", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions", "compressed_dataset"]
+CHAIN = ["raw_pairs", "alignment_reward_model", "alignment_levels", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions", "compressed_dataset"]
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from dagster import build_sensor_context
 
 from caption_assets.definitions import build_definitions
 from caption_assets.sensors import crawl_sensor
-from resources import CrawlSource, QualityWarehouse
-from tests.helpers import image_bytes, wds_members, write_tar
+from resources import CrawlSource, DuplicateIndex, QualityWarehouse
+from tests.helpers import noise_image, wds_members, write_tar
 
 
 def materialize(defs, instance, shard: str):
@@ -28,7 +28,7 @@ def check_result(result, name: str):
 def test_materialize_reconcile_and_warehouse(tmp_path: Path, settings_for, instance):
     crawl = tmp_path / "crawl"
     crawl.mkdir()
-    write_tar(crawl / "s1.tar", wds_members(7) + [("bad.jpg", b"nope"), ("bad.txt", b"x"), ("dup.jpg", image_bytes(seed=1)), ("dup.txt", b"IMG_0001.jpg")])
+    write_tar(crawl / "s1.tar", wds_members(7) + [("bad.jpg", b"nope"), ("bad.txt", b"x"), ("dup.jpg", noise_image(1)), ("dup.txt", b"IMG_0001.jpg")])
     settings = settings_for(crawl)
     defs = build_definitions(settings)
     result = materialize(defs, instance, "s1.tar")
@@ -79,7 +79,7 @@ def test_sensor_registers_each_new_shard_once(tmp_path: Path, instance):
     crawl.mkdir()
     write_tar(crawl / "a.tar", wds_members(1))
     (crawl / "m.jsonl").write_text(json.dumps({"image_path": "x.jpg", "caption": "c"}) + "\n")
-    resources = {"crawl": CrawlSource(crawl_dir=str(crawl))}
+    resources = {"crawl": CrawlSource(crawl_dir=str(crawl)), "duplicates": DuplicateIndex(path=str(tmp_path / "index.sqlite"))}
 
     def tick(cursor=None):
         ctx = build_sensor_context(instance=instance, cursor=cursor, resources=resources)

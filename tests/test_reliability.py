@@ -92,6 +92,7 @@ def test_crash_mid_partition_leaves_nothing_visible_and_resume_matches(tmp_path:
     defs = build_definitions(settings)
     instance.add_dynamic_partitions("shards", ["s.tar"])
     assert defs.resolve_job_def("ingest_shard").execute_in_process(partition_key="s.tar", instance=instance).success
+    assert defs.resolve_job_def("compute_alignment_levels").execute_in_process(instance=instance).success
 
     calls = {"n": 0}
     real_run = clip_mod.ClipScorer._run

@@ -105,6 +105,7 @@ def test_scored_pairs_end_to_end_and_one_model_load(tmp_path: Path, settings_for
     reward = defs.resolve_job_def("train_reward_model").execute_in_process(instance=instance)
     meta = reward.asset_materializations_for_node("alignment_reward_model")[0].metadata
     assert meta["trained"].value is True and meta["matched_to_raw_pairs"].value == 18 and meta["rejected_lines"].value == {"bad_json": 1}
+    assert defs.resolve_job_def("compute_alignment_levels").execute_in_process(instance=instance).success
     for k in keys:
         assert defs.resolve_job_def("shard_models").execute_in_process(partition_key=k, instance=instance).success
     assert LOAD_COUNT["n"] - before <= 1  # one model load for the reward run and three partitions

@@ -158,6 +158,7 @@ def world_eval(tmp_path_factory):
         for shard in shards:
             assert defs.resolve_job_def("ingest_shard").execute_in_process(partition_key=shard, instance=instance).success
         assert defs.resolve_job_def("train_reward_model").execute_in_process(instance=instance).success
+        assert defs.resolve_job_def("compute_alignment_levels").execute_in_process(instance=instance).success
         for shard in shards:
             assert defs.resolve_job_def("shard_models").execute_in_process(partition_key=shard, instance=instance).success
         assert defs.resolve_job_def("compress_dataset").execute_in_process(instance=instance).success

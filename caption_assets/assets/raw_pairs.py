@@ -23,7 +23,9 @@ from caption_assets.ingest import IngestLimits, IngestResult, ingest_shard
 from caption_assets.metadata import counts_by, describe, md_table, preview, table_schema
 from caption_assets.partitions import shards_partitions
 from caption_assets.text import DEFAULT_MAX_CAPTION_CHARS
-from resources import CrawlSource, LakeStorage, QualityWarehouse
+from caption_assets.duplicate_index import Update
+from caption_assets.shards import read_stats
+from resources import CrawlSource, DuplicateIndex, LakeStorage, QualityWarehouse
 
 STAGE = "raw_pairs"
 QUARANTINE = "raw_pairs_quarantine"
@@ -58,14 +60,6 @@ def funnel_rows(result: IngestResult) -> list[tuple[str, str | None, int]]:
     return rows
 
 
-def prior_hashes(lake: LakeStorage, shard: str) -> pl.Series:
-    """sha256 of images in shards that sort before this one (cross-shard exact duplicates)."""
-    files = [str(p) for key, p in lake.existing(STAGE).items() if key < shard]
-    if not files:
-        return pl.Series("sha256", [], dtype=pl.String)
-    return pl.scan_parquet(files).select("sha256").unique().collect().to_series()
-
-
 @asset(
     partitions_def=shards_partitions,
     group_name="ingest",
@@ -75,8 +69,9 @@ def prior_hashes(lake: LakeStorage, shard: str) -> pl.Series:
     code_version="raw_pairs-v1",
     description=(
         "One row per crawl sample: stable uid, pointer into the shard (no copy of the bytes), sha256, "
-        "perceptual hash, size, format, normalised + raw alt-text, url, json metadata, and ALIGN/LAION/DataComp "
-        "heuristic flags. Broken samples go to `raw_pairs_quarantine` with a reason; nothing is dropped."
+        "perceptual hash, size, format, normalised + raw alt-text, url, json metadata, the global duplicate index's "
+        "verdict (first earlier occurrence, exact or near), and ALIGN/LAION/DataComp heuristic flags. Broken samples and "
+        "img2dataset's failed urls go to `raw_pairs_quarantine` with a reason; nothing is dropped."
     ),
 )
 def raw_pairs(
@@ -85,17 +80,32 @@ def raw_pairs(
     crawl: CrawlSource,
     lake: LakeStorage,
     warehouse: QualityWarehouse,
+    duplicates: DuplicateIndex,
 ) -> MaterializeResult:
     shard = context.partition_key
     path = crawl.shard_path(shard)
-    if not path.is_file():
+    if not path.exists():
         raise Failure(f"shard {shard!r} is not in the crawl folder {crawl.crawl_dir} any more")
-    result = ingest_shard(path, shard, config.heuristics(), config.limits(), prior_hashes(lake, shard))
+    updates: list[Update] = []
+
+    def lookup(rows: pl.DataFrame) -> pl.DataFrame:
+        updates.append(duplicates.update(shard, rows))
+        return updates[-1].verdicts
+
+    result = ingest_shard(path, shard, config.heuristics(), config.limits(), lookup)
     out = lake.write_parquet(result.pairs, STAGE, shard)
     qpath = lake.write_parquet(result.quarantine, QUARANTINE, shard)
-    warehouse.replace_partition(STAGE, shard, funnel_rows(result), qpath, context.run.run_id)
+    stats = read_stats(path)
+    expected = [("img2dataset_count", float(stats["count"]))] if stats and isinstance(stats.get("count"), int) else []
+    warehouse.replace_partition(STAGE, shard, funnel_rows(result), qpath, context.run.run_id, expected)
     context.log.info(f"{shard}: {result.seen} seen, {result.pairs.height} pairs, {result.quarantine.height} quarantined")
-    return MaterializeResult(metadata=raw_pairs_metadata(result, str(out)))
+    if updates[-1].restaled:
+        context.log.info(f"{shard} holds the first copy of images in {len(updates[-1].restaled)} later shard(s); they are stale until re-ingested")
+    return MaterializeResult(metadata=raw_pairs_metadata(result, str(out)) | {
+        "duplicate_index_epoch": updates[-1].epoch,
+        "restaled_shards": MetadataValue.json(updates[-1].restaled[:100]),
+        **({"img2dataset_stats": MetadataValue.json({k: stats.get(k) for k in ("count", "successes", "failed_to_download", "failed_to_resize")})} if stats else {}),
+    })
 
 
 def raw_pairs_metadata(result: IngestResult, path: str) -> dict[str, object]:
@@ -107,6 +117,7 @@ def raw_pairs_metadata(result: IngestResult, path: str) -> dict[str, object]:
         "samples_seen": result.seen,
         "quarantined": quarantine.height,
         "flagged": pairs.filter(pl.col("primary_flag").is_not_null()).height,
+        "duplicates_by_kind": md_table(counts_by(pairs.drop_nulls("duplicate_kind"), "duplicate_kind")),
         "flags_by_reason": md_table(counts_by(flags, "flag")),
         "quarantine_by_reason": md_table(counts_by(quarantine, "reason")),
         "caption_length": md_table(describe(pairs, {"words": "caption_words", "characters": "caption_chars"})),
@@ -125,7 +136,10 @@ warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions
     asset=raw_pairs,
     partitions_def=shards_partitions,
     blocking=True,
-    description="Samples seen in the shard = raw_pairs rows + quarantined rows, in the files and the warehouse; uids unique.",
+    description=(
+        "Samples seen in the shard = raw_pairs rows + quarantined rows, in the files and the warehouse; uids unique; "
+        "and, for img2dataset output, seen = the url count of its _stats.json."
+    ),
 )
 def raw_pairs_reconcile(context: AssetCheckExecutionContext, lake: LakeStorage, warehouse: QualityWarehouse) -> AssetCheckResult:
     shard = context.partition_key
@@ -135,8 +149,11 @@ def raw_pairs_reconcile(context: AssetCheckExecutionContext, lake: LakeStorage, 
     by_outcome = dict(funnel.iter_rows())
     seen = int(by_outcome.get("in", -1))
     in_warehouse = int(by_outcome.get("passed", 0) + by_outcome.get("flagged", 0) + by_outcome.get("quarantined", 0))
-    passed = seen == pairs[0] + quarantined == in_warehouse and pairs[0] == pairs[1]
+    listed = warehouse.query("SELECT value FROM stats WHERE stage = ? AND partition = ? AND name = 'img2dataset_count'", [STAGE, shard])
+    urls = int(listed.item()) if listed.height else None
+    passed = seen == pairs[0] + quarantined == in_warehouse and pairs[0] == pairs[1] and urls in (None, seen)
     return AssetCheckResult(
         passed=bool(passed),
-        metadata={"seen": seen, "raw_rows": pairs[0], "quarantined": quarantined, "warehouse_total": in_warehouse, "unique_uids": pairs[1]},
+        metadata={"seen": seen, "raw_rows": pairs[0], "quarantined": quarantined, "warehouse_total": in_warehouse, "unique_uids": pairs[1],
+                  "img2dataset_url_rows": urls if urls is not None else "not img2dataset output"},
     )

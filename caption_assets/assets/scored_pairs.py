@@ -2,15 +2,16 @@
 
 import numpy as np
 import polars as pl
-from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from caption_assets.assets.reward_model import head_path
-from caption_assets.heuristics import FLAG_ORDER
+from caption_assets.assets.alignment_levels import current_levels, pair_scores
+from caption_assets.heuristics import DEFAULT_DROP_FLAGS
 from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import counts_by, md_histogram, md_table, preview, table_schema
 from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
 from caption_assets.reward import load_head, score_with_head
-from caption_assets.scoring import KeepRules, assign_levels, keep_decisions, level_boundaries
+from caption_assets.scoring import KeepRules, assign_levels, keep_decisions, levels_version
 from caption_assets.settings import profile_section
 from resources import ClipScorer, LakeStorage, QualityWarehouse
 
@@ -23,11 +24,10 @@ _PROFILE = profile_section("scoring")  # defaults come from the active profile's
 
 
 class ScoredPairsConfig(Config):
-    """Keep rules and alignment levels. ``level_boundaries`` fixes the edges (e.g. computed over a reference shard)."""
+    """Keep rules. ``level_boundaries`` overrides the global ``alignment_levels`` edges (for experiments)."""
 
-    n_levels: int = 4
     level_boundaries: list[float] | None = None
-    drop_flags: list[str] = list(FLAG_ORDER)
+    drop_flags: list[str] = list(DEFAULT_DROP_FLAGS)
     min_clip_score: float | None = _PROFILE.get("min_clip_score")
     drop_clip_quantile: float = _PROFILE.get("drop_clip_quantile", 0.2)
     min_reward_score: float | None = _PROFILE.get("min_reward_score")
@@ -39,7 +39,7 @@ def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl
     image16, text16 = image.astype(np.float16), text.astype(np.float16)
     # Score from the stored (float16) embeddings, so clip_score is exactly their cosine downstream too.
     img32, txt32 = image16.astype(np.float32), text16.astype(np.float32)
-    clip_score = (img32 * txt32).sum(axis=1) / (np.linalg.norm(img32, axis=1) * np.linalg.norm(txt32, axis=1) + 1e-12)
+    clip_score = pair_scores(image, text)
     reward, version = None, None
     if head_file is not None and head_file.exists():
         head, version = load_head(head_file)
@@ -55,12 +55,24 @@ def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl
     return scored.filter(mask), unreadable_rows(scored.filter(~mask), STAGE), version
 
 
+def level_edges(config: ScoredPairsConfig, lake: LakeStorage, clip: ClipScorer) -> tuple[list[float], str]:
+    """(boundaries, version): the config's override, else the global ``alignment_levels`` in use."""
+    if config.level_boundaries is not None:
+        return list(config.level_boundaries), levels_version(config.level_boundaries, "run-config")
+    levels = current_levels(lake)
+    if levels is None:
+        raise Failure("no alignment_levels yet: materialize `alignment_levels` once after the first shards are ingested (`caption-assets run` does)")
+    if levels["scorer"] != clip.model_id():
+        raise Failure(f"alignment_levels {levels['version']} were computed with {levels['scorer']}, not {clip.model_id()}: re-materialize alignment_levels")
+    return list(levels["boundaries"]), str(levels["version"])
+
+
 @asset(
     partitions_def=shards_partitions,
     automation_condition=AutomationCondition.eager(),
     op_tags=GPU_OP_TAGS,
     pool="gpu",
-    deps=["raw_pairs", "alignment_reward_model"],
+    deps=["raw_pairs", "alignment_reward_model", "alignment_levels"],
     group_name="scoring",
     kinds={"pytorch", "parquet"},
     owners=["team:ml"],
@@ -68,7 +80,7 @@ def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl
     code_version="scored_pairs-v1",
     description=(
         "open_clip image/text embeddings (float16, reused downstream), clip_score (cosine), reward_score from the "
-        "alignment reward model when one exists, NoC-style alignment_level (quantile buckets), and a keep "
+        "alignment reward model when one exists, NoC-style alignment_level (the global alignment_levels edges), and a keep "
         "decision with its reason (heuristic flags, CLIP threshold, reward threshold)."
     ),
 )
@@ -76,10 +88,10 @@ def scored_pairs(
     context: AssetExecutionContext, config: ScoredPairsConfig, clip: ClipScorer, lake: LakeStorage, warehouse: QualityWarehouse
 ) -> MaterializeResult:
     shard = context.partition_key
+    bounds, levels = level_edges(config, lake, clip)
     raw = lake.read("raw_pairs", shard)
     scored, quarantine, reward_version = score_pairs(raw, clip, head_path(lake))
     scores = scored["clip_score"].to_numpy()
-    bounds = config.level_boundaries if config.level_boundaries is not None else level_boundaries(scores, config.n_levels)
     scored = scored.with_columns(alignment_level=pl.Series(assign_levels(scores, bounds)))
     rules = KeepRules(tuple(config.drop_flags), config.min_clip_score, config.drop_clip_quantile, config.min_reward_score)
     scored, floor = keep_decisions(scored, rules)
@@ -94,7 +106,7 @@ def scored_pairs(
     stats += [(f"level_boundary_{i}", b) for i, b in enumerate(bounds)]
     if floor is not None:
         stats.append(("clip_floor", floor))
-    warehouse.replace_partition(STAGE, shard, funnel, qpath, context.run.run_id, stats)
+    warehouse.replace_partition(STAGE, shard, funnel, qpath, context.run.run_id, stats, versions={"alignment_levels": levels})
     return MaterializeResult(
         metadata={
             "dagster/row_count": scored.height,
@@ -109,6 +121,7 @@ def scored_pairs(
             "clip_score_histogram": md_histogram(scores, label="clip_score"),
             "reward_score_histogram": md_histogram(scored["reward_score"].drop_nulls().to_numpy(), label="reward_score"),
             "alignment_level_boundaries": MetadataValue.json(bounds),
+            "alignment_levels_version": levels,
             "alignment_level_counts": md_table(counts_by(scored, "alignment_level").sort("alignment_level")),
             "preview_dropped": preview(scored.filter(~pl.col("keep")), "drop_reason", ["key", "caption", "clip_score", "alignment_level"]),
             "clip_floor": floor if floor is not None else "none",
