@@ -24,6 +24,7 @@ from pydantic import PrivateAttr
 from torch.utils.data import DataLoader, Dataset
 
 from caption_assets.clip_models import register_config, untrained_clip
+from caption_assets.clip_tokenizer import fast_tokenizer
 from resources.pointer_data import PointerImages, PointerPairs, pointer_loader
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def load_clip(model_name: str, pretrained: str, device: str, precision: str) -> 
     model.eval()
     if device.startswith("cuda") and precision != "fp32":
         model = model.to(PRECISIONS[precision])
-    return model, preprocess, open_clip.get_tokenizer(model_name)
+    return model, preprocess, fast_tokenizer(open_clip.get_tokenizer(model_name))
 
 
 class ClipScorer(ConfigurableResource):
