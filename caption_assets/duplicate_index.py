@@ -10,15 +10,19 @@ are the same as a sequential ingest in shard order.
 
 SQLite with B-tree keys on ``(sha256, …)`` and ``(band, value, …)``: a lookup is one index probe per
 hash, so its cost grows with log(index size), not with the number of shards. (DuckDB's hash joins
-would scan the whole table on every lookup.) Near duplicates use multi-index hashing: the 64-bit
-pHash is cut into ``max_distance + 1`` bands; two hashes within ``max_distance`` bits of each other
-agree exactly on at least one band (pigeonhole), so band equality finds every candidate.
+would scan the whole table on every lookup.) Near duplicates use multi-index hashing (Norouzi et al.):
+the 64-bit pHash is cut into ``m = max_distance // 2 + 1`` bands, and two hashes within ``max_distance``
+bits of each other differ in at most ``max_distance // m`` (<= 1) bits on at least one band
+(pigeonhole). A lookup probes each band's value and its one-bit neighbours. Wide bands (21-22 bits
+at radius 4) keep the candidates per probe near zero for millions of images, so the cost stays flat;
+narrow exact-match bands (13 bits) would return ~N/8192 candidates each and grow with the index.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,14 +33,12 @@ import polars as pl
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
-    sha256 TEXT NOT NULL, shard TEXT NOT NULL, ord INTEGER NOT NULL, uid TEXT NOT NULL, phash INTEGER NOT NULL,
-    PRIMARY KEY (sha256, shard, ord)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS images_by_shard ON images (shard);
+    id INTEGER PRIMARY KEY, shard TEXT NOT NULL, ord INTEGER NOT NULL, uid TEXT NOT NULL, sha256 TEXT NOT NULL, phash INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS images_by_sha256 ON images (sha256, shard, ord);
+CREATE UNIQUE INDEX IF NOT EXISTS images_by_shard ON images (shard, ord);
 CREATE TABLE IF NOT EXISTS bands (
-    band INTEGER NOT NULL, value INTEGER NOT NULL, shard TEXT NOT NULL, ord INTEGER NOT NULL, uid TEXT NOT NULL,
-    sha256 TEXT NOT NULL, phash INTEGER NOT NULL,
-    PRIMARY KEY (band, value, shard, ord)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS bands_by_shard ON bands (shard);
+    band INTEGER NOT NULL, value INTEGER NOT NULL, image INTEGER NOT NULL, phash INTEGER NOT NULL,
+    PRIMARY KEY (band, value, image)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shards (shard TEXT PRIMARY KEY, epoch INTEGER NOT NULL, used_epoch INTEGER NOT NULL, content TEXT);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -46,6 +48,19 @@ VERDICT_SCHEMA = {"ord": pl.Int64, "duplicate_of": pl.String, "duplicate_kind": 
 
 def band_widths(n_bands: int) -> list[int]:
     return [64 // n_bands + (1 if i < 64 % n_bands else 0) for i in range(n_bands)]
+
+
+def probes(bands: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, band, value) of every band value within ``radius`` (0 or 1) bits of each row's band values."""
+    rows, m = bands.shape
+    row_idx, band_idx, values = [], [], []
+    for b, width in enumerate(band_widths(m)):
+        masks = np.array([0] + ([1 << k for k in range(width)] if radius >= 1 else []), dtype=np.int64)
+        v = bands[:, b, None] ^ masks[None, :]
+        row_idx.append(np.repeat(np.arange(rows), len(masks)))
+        band_idx.append(np.full(v.size, b))
+        values.append(v.ravel())
+    return np.concatenate(row_idx), np.concatenate(band_idx), np.concatenate(values)
 
 
 def band_values(phash: np.ndarray, n_bands: int) -> np.ndarray:
@@ -65,6 +80,7 @@ class Update:
     verdicts: pl.DataFrame  # ord, duplicate_of (uid of the first occurrence), duplicate_kind exact|near, phash_distance
     epoch: int  # the index state this shard's verdicts were computed against
     restaled: list[str]
+    lookup_s: float  # time spent finding earlier and later matches (inserting is not counted)
 
 
 class ImageIndex:
@@ -73,7 +89,8 @@ class ImageIndex:
     def __init__(self, path: Path | str, max_distance: int = 4, timeout_s: float = 300.0):
         self.path = Path(path)
         self.max_distance = max_distance
-        self.n_bands = max_distance + 1
+        self.n_bands = max_distance // 2 + 1
+        self.probe_radius = max_distance // self.n_bands
         self.timeout_s = timeout_s
 
     @contextmanager
@@ -83,6 +100,9 @@ class ImageIndex:
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
+            con.execute("PRAGMA cache_size=-131072")  # up to 128 MB of pages: the B-tree's upper levels stay in memory
+            con.execute("PRAGMA mmap_size=1073741824")
+            con.create_function("hamming", 2, _hamming, deterministic=True)
             con.executescript(SCHEMA)
             stored = con.execute("SELECT value FROM settings WHERE name = 'max_distance'").fetchone()
             if stored is None:
@@ -103,17 +123,20 @@ class ImageIndex:
             try:
                 prior = con.execute("SELECT epoch, content FROM shards WHERE shard = ?", (shard,)).fetchone()
                 epoch = prior[0] if prior else 0
-                con.execute("DELETE FROM images WHERE shard = ?", (shard,))
-                con.execute("DELETE FROM bands WHERE shard = ?", (shard,))
-                records = list(zip(rows["sha256"], [shard] * rows.height, rows["ord"], rows["uid"], rows["phash"]))
-                con.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?)", records)
-                con.executemany(
-                    "INSERT INTO bands VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(b, int(bands[i, b]), shard, o, u, s, p) for i, (s, _, o, u, p) in enumerate(records) for b in range(self.n_bands)],
-                )
-                _load_query(con, rows, bands)
-                verdicts = self._verdicts(con, shard, rows)
-                restaled = [] if prior is not None and prior[1] == content else self._later_matches(con, shard)
+                self._delete(con, shard)
+                start = con.execute("SELECT coalesce(max(id), 0) + 1 FROM images").fetchone()[0]
+                ids = range(start, start + rows.height)
+                con.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)",
+                                zip(ids, [shard] * rows.height, rows["ord"], rows["uid"], rows["sha256"], rows["phash"]))
+                con.executemany("INSERT INTO bands VALUES (?, ?, ?, ?)", _band_rows(bands, ids, rows["phash"].to_list()))
+                _load_query(con, rows, bands, self.probe_radius)
+                t0 = time.perf_counter()
+                matches = self._matches(con)
+                verdicts = self._verdicts(matches, shard, rows)
+                # shards after this one holding a copy of one of its images: their first occurrence may have changed
+                unchanged = prior is not None and prior[1] == content
+                restaled = [] if unchanged else sorted(set(matches.filter(pl.col("shard") > shard)["shard"].to_list()))
+                lookup_s = time.perf_counter() - t0
                 if restaled:
                     con.executemany("UPDATE shards SET epoch = epoch + 1 WHERE shard = ?", [(s,) for s in restaled])
                 con.execute(
@@ -124,39 +147,42 @@ class ImageIndex:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        return Update(verdicts, epoch, restaled)
+        return Update(verdicts, epoch, restaled, lookup_s)
 
-    def _verdicts(self, con: sqlite3.Connection, shard: str, rows: pl.DataFrame) -> pl.DataFrame:
-        """Each row's first earlier occurrence: an identical image if any, else the nearest-in-order near one."""
-        earlier = "(i.shard < :s OR (i.shard = :s AND i.ord < q.ord))"
+    def _delete(self, con: sqlite3.Connection, shard: str) -> None:
+        """Remove a shard's rows; its band rows are found by key from the stored pHashes (no extra index)."""
+        old = con.execute("SELECT id, phash FROM images WHERE shard = ?", (shard,)).fetchall()
+        if old:
+            ids, phash = zip(*old)
+            keys = [r[:3] for r in _band_rows(band_values(np.array(phash), self.n_bands), ids, phash)]
+            con.executemany("DELETE FROM bands WHERE band = ? AND value = ? AND image = ?", keys)
+            con.execute("DELETE FROM images WHERE shard = ?", (shard,))
+
+    def _matches(self, con: sqlite3.Connection) -> pl.DataFrame:
+        """Every other indexed image identical to or within the radius of a query row, in one pass over the probes."""
         exact = _frame(con.execute(
-            f"SELECT q.ord, i.shard, i.ord, i.uid FROM q JOIN images i ON i.sha256 = q.sha256 WHERE {earlier}", {"s": shard}
+            "SELECT q.ord, i.shard, i.ord, i.uid FROM q CROSS JOIN images i ON i.sha256 = q.sha256"
         ), ["ord", "shard", "o", "uid"]).with_columns(kind=pl.lit("exact"), distance=pl.lit(0, pl.Int64))
-        near = (
-            _frame(con.execute(
-                f"SELECT DISTINCT q.ord, i.shard, i.ord, i.uid, q.phash, i.phash FROM qb q JOIN bands i ON i.band = q.band AND i.value = q.value "
-                f"WHERE {earlier} AND i.sha256 != q.sha256", {"s": shard}
-            ), ["ord", "shard", "o", "uid", "p", "p2"])
-            .with_columns(distance=(pl.col("p").xor(pl.col("p2"))).bitwise_count_ones().cast(pl.Int64))
-            .filter(pl.col("distance") <= self.max_distance)
-            .select("ord", "shard", "o", "uid", kind=pl.lit("near"), distance="distance")
-        )
+        # the band rows carry the full pHash, so only true matches (not every band collision) reach `images`
+        near = _frame(con.execute(
+            "SELECT DISTINCT q.ord, i.shard, i.ord, i.uid, hamming(q.phash, b.phash) FROM qb q "
+            "CROSS JOIN bands b ON b.band = q.band AND b.value = q.value AND hamming(q.phash, b.phash) <= ? "
+            "CROSS JOIN images i ON i.id = b.image WHERE i.sha256 != q.sha256", (self.max_distance,)
+        ), ["ord", "shard", "o", "uid", "distance"]).select("ord", "shard", "o", "uid", kind=pl.lit("near"), distance="distance")
+        return pl.concat([exact, near])
+
+    @staticmethod
+    def _verdicts(matches: pl.DataFrame, shard: str, rows: pl.DataFrame) -> pl.DataFrame:
+        """Each row's first earlier occurrence in (shard, row) order: an identical image if any, else a near one."""
+        earlier = (pl.col("shard") < shard) | ((pl.col("shard") == shard) & (pl.col("o") < pl.col("ord")))
         first = (
-            pl.concat([exact, near])
+            matches.filter(earlier)
             .sort("ord", pl.col("kind") != "exact", "shard", "o")  # an identical image outranks a near one
             .group_by("ord", maintain_order=True).first()
         )
         return rows.select("ord").join(first, on="ord", how="left").select(
             "ord", duplicate_of="uid", duplicate_kind="kind", phash_distance="distance"
         ).cast(VERDICT_SCHEMA)  # type: ignore[arg-type]
-
-    def _later_matches(self, con: sqlite3.Connection, shard: str) -> list[str]:
-        """Shards after this one holding an image identical or near to one of its images."""
-        exact = {r[0] for r in con.execute("SELECT DISTINCT i.shard FROM q JOIN images i ON i.sha256 = q.sha256 WHERE i.shard > ?", (shard,))}
-        near = _frame(con.execute(
-            "SELECT DISTINCT i.shard, q.phash, i.phash FROM qb q JOIN bands i ON i.band = q.band AND i.value = q.value WHERE i.shard > ?", (shard,)
-        ), ["shard", "p", "p2"]).filter((pl.col("p").xor(pl.col("p2"))).bitwise_count_ones() <= self.max_distance)
-        return sorted(exact | set(near["shard"].to_list()))
 
     def stale_shards(self) -> dict[str, int]:
         """Shard -> current epoch, for shards whose verdicts changed since their last ingest (an earlier shard arrived later)."""
@@ -166,22 +192,29 @@ class ImageIndex:
             return dict(con.execute("SELECT shard, epoch FROM shards WHERE epoch != used_epoch ORDER BY shard").fetchall())
 
 
-def _load_query(con: sqlite3.Connection, rows: pl.DataFrame, bands: np.ndarray) -> None:
-    """The shard's hashes as temp tables, so each lookup is one join that probes the B-tree keys."""
+def _band_rows(bands: np.ndarray, ids, phash) -> list[tuple[int, int, int, int]]:
+    return [(b, v, i, p) for i, p, row in zip(ids, phash, bands.tolist()) for b, v in enumerate(row)]
+
+
+def _hamming(a: int, b: int) -> int:
+    return ((a ^ b) & 0xFFFFFFFFFFFFFFFF).bit_count()
+
+
+def _load_query(con: sqlite3.Connection, rows: pl.DataFrame, bands: np.ndarray, radius: int) -> None:
+    """The shard's hashes and band probes as temp tables, so each lookup is one join that probes the B-tree keys."""
     con.execute("CREATE TEMP TABLE IF NOT EXISTS q (ord INTEGER, sha256 TEXT, phash INTEGER)")
     con.execute("CREATE TEMP TABLE IF NOT EXISTS qb (ord INTEGER, band INTEGER, value INTEGER, sha256 TEXT, phash INTEGER)")
     con.execute("DELETE FROM q")
     con.execute("DELETE FROM qb")
     con.executemany("INSERT INTO q VALUES (?, ?, ?)", rows.select("ord", "sha256", "phash").rows())
-    con.executemany(
-        "INSERT INTO qb VALUES (?, ?, ?, ?, ?)",
-        [(o, b, int(bands[i, b]), s, p) for i, (o, s, p) in enumerate(rows.select("ord", "sha256", "phash").iter_rows()) for b in range(bands.shape[1])],
-    )
+    row, band, value = probes(bands, radius)
+    q = rows.select("ord", "sha256", "phash")[row]
+    con.executemany("INSERT INTO qb VALUES (?, ?, ?, ?, ?)", zip(q["ord"], band.tolist(), value.tolist(), q["sha256"], q["phash"]))
 
 
 def _frame(cursor: sqlite3.Cursor, names: list[str]) -> pl.DataFrame:
     data = cursor.fetchall()
-    return pl.DataFrame(data, schema=names, orient="row") if data else pl.DataFrame(schema={n: pl.Int64 if n in ("ord", "o", "p", "p2") else pl.String for n in names})
+    return pl.DataFrame(data, schema=names, orient="row") if data else pl.DataFrame(schema={n: pl.Int64 if n in ("ord", "o", "distance") else pl.String for n in names})
 
 
 def _fingerprint(rows: pl.DataFrame) -> str:

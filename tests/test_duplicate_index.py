@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from caption_assets.duplicate_index import ImageIndex, band_values
+from caption_assets.duplicate_index import ImageIndex, band_values, probes
 from caption_assets.ingest import ingest_shard
 from tests.helpers import noise_image, write_tar
 
@@ -106,15 +106,19 @@ def test_the_radius_is_fixed_per_index_file(tmp_path: Path):
         ImageIndex(tmp_path / "i.sqlite", max_distance=2).update("a.tar", rows("a.tar", ["x"], [1]))
 
 
-def test_bands_cover_all_64_bits_so_any_hash_within_the_radius_shares_one():
+def test_every_hash_within_the_radius_is_probed_and_one_beyond_is_not_always():
     rng = np.random.default_rng(3)
-    h = rng.integers(-(2**63), 2**63 - 1, size=500, dtype=np.int64)
+    h = rng.integers(-(2**63), 2**63 - 1, size=300, dtype=np.int64)
     for radius in (2, 4):
-        flips = np.array([sum(1 << int(b) for b in rng.choice(64, radius, replace=False)) for _ in h], dtype=np.uint64)
-        g = (h.view(np.uint64) ^ flips).view(np.int64)
-        a, b = band_values(h, radius + 1), band_values(g, radius + 1)
-        assert (a == b).any(axis=1).all()  # pigeonhole: radius flips cannot touch all radius+1 bands
-        assert not (a == b).all(axis=1).any()
+        index = ImageIndex("unused.sqlite", max_distance=radius)
+        for flipped, must_find in ((radius, True), (radius + 3, False)):
+            flips = np.array([sum(1 << int(b) for b in rng.choice(64, flipped, replace=False)) for _ in h], dtype=np.uint64)
+            g = (h.view(np.uint64) ^ flips).view(np.int64)
+            row, band, value = probes(band_values(h, index.n_bands), index.probe_radius)
+            probed = set(zip(row.tolist(), band.tolist(), value.tolist()))
+            stored = band_values(g, index.n_bands)
+            found = [any((i, b, int(stored[i, b])) in probed for b in range(index.n_bands)) for i in range(len(h))]
+            assert all(found) if must_find else not all(found)
 
 
 def test_ingest_flags_from_the_index_match_the_shard_order(tmp_path: Path):
