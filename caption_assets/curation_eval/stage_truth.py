@@ -27,7 +27,7 @@ STAGE_TRUTH_SCHEMA = {"stage": pl.String, "metric": pl.String, "value": pl.Float
 class LakeFrames:
     """What the pipeline wrote, one frame per stage (the columns each metric needs)."""
 
-    raw: pl.DataFrame  # uid, caption
+    raw: pl.DataFrame  # uid, caption (and duplicate_kind: the duplicate index's verdict)
     quarantine: pl.DataFrame  # shard, key, reason (ingest quarantine)
     scored: pl.DataFrame  # uid, keep, drop_reason, alignment_level
     recaptioned: pl.DataFrame  # uid, synthetic_caption
@@ -81,7 +81,7 @@ def filter_metrics(truth: pl.DataFrame, scored: pl.DataFrame) -> list[tuple]:
     return rows
 
 
-def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.DataFrame, manifest: pl.DataFrame) -> list[tuple]:
+def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.DataFrame, manifest: pl.DataFrame, raw: pl.DataFrame | None = None) -> list[tuple]:
     """Duplicate groups (the same scene's image repeated exactly or nearly): all but one copy should be flagged.
 
     Recall counts, per group with m copies at a stage's input, up to m-1 flagged copies; precision is
@@ -91,17 +91,24 @@ def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.D
     dup_groups = groups["duplicate_group"].unique()
     member = truth.select("uid", "duplicate_group", "noise").with_columns(
         group=pl.when(pl.col("duplicate_group").is_in(dup_groups.to_list())).then(pl.col("duplicate_group")))
-    stages = (
-        ("scored_pairs", scored.select("uid", flagged=pl.col("drop_reason") == "flag:duplicate_image")),
-        ("compressed_dataset", selection.select("uid", flagged=pl.col("drop_reason").is_in(DUPLICATE_REASONS))),
-    )
-    for stage, frame in stages:
+    stages = [
+        ("scored_pairs", "", scored.select("uid", flagged=pl.col("drop_reason") == "flag:duplicate_image")),
+        ("compressed_dataset", "", selection.select("uid", flagged=pl.col("drop_reason").is_in(DUPLICATE_REASONS))),
+    ]
+    if raw is not None and "duplicate_kind" in raw.columns:  # the global duplicate index's verdicts, before any filter
+        stages += [
+            ("raw_pairs", "index_exact_", raw.select("uid", flagged=(pl.col("duplicate_kind") == "exact").fill_null(False))),
+            ("raw_pairs", "index_exact_or_near_", raw.select("uid", flagged=pl.col("duplicate_kind").is_not_null())),
+        ]
+    for stage, prefix, frame in stages:
         df = frame.join(member, on="uid", how="inner")
         per_group = df.filter(pl.col("group").is_not_null()).group_by("group").agg(m=pl.len(), f=pl.col("flagged").sum())
         expected = int((per_group["m"] - 1).sum())
         found = int(per_group.select(pl.min_horizontal(pl.col("f"), pl.col("m") - 1)).sum().item())
-        _ratio(rows, stage, "duplicate_recall", found, expected)
-        _ratio(rows, stage, "duplicate_precision", found, int(df["flagged"].sum()))
+        _ratio(rows, stage, f"{prefix}duplicate_recall", found, expected)
+        _ratio(rows, stage, f"{prefix}duplicate_precision", found, int(df["flagged"].sum()))
+        if prefix:
+            continue
         paired = df.join(per_group.filter(pl.col("m") > 1).select("group"), on="group", how="semi")
         for kind in ("exact_duplicate", "near_duplicate"):
             # the later copies (as the crawl wrote them) that met another copy of their image at this stage
@@ -150,7 +157,7 @@ def stage_truth(truth: pl.DataFrame, lake: LakeFrames) -> pl.DataFrame:
     accepted = lake.fused.filter(pl.col("fusion_status") == "accepted")
     rows += caption_metrics(truth, "fused_captions", accepted, "fused_caption", "fused")
     rows += caption_metrics(truth, "fused_captions", lake.fused, "final_caption", "final")
-    rows += duplicate_metrics(truth, lake.scored, lake.selection, lake.manifest)
+    rows += duplicate_metrics(truth, lake.scored, lake.selection, lake.manifest, lake.raw)
     rows += caption_metrics(truth, "compressed_dataset", lake.manifest, "final_caption", "exported")
     kept_alt = lake.manifest.select("uid").join(lake.raw.select("uid", "caption"), on="uid")
     rows += caption_metrics(truth, "compressed_dataset", kept_alt, "caption", "exported_alt_text")
