@@ -1,0 +1,252 @@
+"""Thousands of shards: sensor tick, nightly backfill plan, report, warehouse queries, duplicate-index lookups.
+
+    python bench/scale.py [--shards 2000] [--small 200] [--rows 100]
+    python bench/scale.py --growth 200,2000,6000,10000     # one index grown to 10,000 shards (~9 min)
+
+Builds, in a temporary folder, ``--shards`` tiny tar shards (one sample each: the sensor only lists
+and stats them), a Dagster instance (SQLite, as `dagster dev` uses) holding one materialization per
+shard and stage, a warehouse with every stage's funnel, quarantine, stats and version rows for every
+shard, and duplicate indexes of ``--small`` and ``--shards`` shards of ``--rows`` images each. Then it
+times what a user waits for. Targets (issue 12): sensor tick < 10 s, backfill planning < 30 s,
+report < 2 s, duplicate lookup at ``--shards`` <= 1.5x at ``--small``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STAGES = ("raw_pairs", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions")
+
+
+def timed(fn, repeat: int = 1) -> tuple[float, object]:
+    """(median seconds, last result) over ``repeat`` calls."""
+    times, out = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def write_shards(crawl: Path, n: int) -> list[str]:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(buf, "JPEG")
+    jpg = buf.getvalue()
+    keys = []
+    for i in range(n):
+        sub = crawl / f"part-{i // 500:02d}"  # crawls come in folders of a few hundred shards
+        sub.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(sub / f"{i:06d}.tar", "w") as tf:
+            for name, data in ((f"{i:06d}.jpg", jpg), (f"{i:06d}.txt", b"a tiny red square")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        keys.append(f"part-{i // 500:02d}/{i:06d}.tar")
+    return keys
+
+
+def fill_warehouse(path: Path, shards: list[str], rows_per_shard: int) -> None:
+    """Every stage's funnel (~8 rows), stats, version and quarantine rows for every shard, bulk-inserted."""
+    import duckdb
+
+    from resources.warehouse import SCHEMA_SQL
+
+    rng = np.random.default_rng(0)
+    reasons = {"raw_pairs": ["duplicate_image", "small_image", "boilerplate_caption"], "scored_pairs": ["low_clip_score", "flag:small_image"],
+               "recaptioned_pairs": ["degenerate"], "vision_expert_tags": [None], "fused_captions": ["guardrail"]}
+    funnel = []
+    for p in shards:
+        for stage in STAGES:
+            funnel.append((p, stage, "in", None, rows_per_shard))
+            for r in reasons[stage]:
+                funnel.append((p, stage, "filtered", r, int(rng.integers(0, 10))))
+    quarantine = [(p, "raw_pairs", f"k{i}", f"k{i}.jpg", "not_an_image", "cannot identify image file") for p in shards for i in range(2)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path))
+    con.execute(SCHEMA_SQL)
+    con.register("f", pl.DataFrame(funnel, schema=["partition", "stage", "outcome", "reason", "count"], orient="row").to_arrow())
+    con.execute("INSERT INTO funnel (partition, stage, outcome, reason, count) SELECT * FROM f")
+    con.register("q", pl.DataFrame(quarantine, schema=["partition", "stage", "key", "member", "reason", "message"], orient="row").to_arrow())
+    con.execute("INSERT INTO quarantine (partition, stage, key, member, reason, message) SELECT * FROM q")
+    versions = pl.DataFrame({"partition": shards, "stage": "scored_pairs", "name": "alignment_levels",
+                             "version": ["levels-old" if i % 20 == 0 else "levels-current" for i in range(len(shards))]})
+    con.register("v", versions.to_arrow())
+    con.execute("INSERT INTO versions (partition, stage, name, version) SELECT * FROM v")
+    con.close()
+
+
+def fill_index(path: Path, n_shards: int, rows: int, seed: int = 0):
+    from caption_assets.duplicate_index import ImageIndex
+
+    index = ImageIndex(path)
+    rng = np.random.default_rng(seed)
+    for s in range(n_shards):
+        index.update(f"{s:06d}.tar", index_rows(rng, f"{s:06d}.tar", rows))
+    return index
+
+
+def index_rows(rng: np.random.Generator, shard: str, rows: int) -> pl.DataFrame:
+    return pl.DataFrame({
+        "uid": [f"{shard}::{i}" for i in range(rows)],
+        "sha256": [f"{x:032x}" for x in rng.integers(0, 2**62, size=rows)],
+        "phash": rng.integers(-(2**63), 2**63 - 1, size=rows, dtype=np.int64),
+    })
+
+
+def lookup_time(index, rows: int, repeat: int = 9) -> tuple[float, float]:
+    """Median (lookup, add + lookup) seconds for one more shard, over fresh shards sorting in the middle."""
+    rng = np.random.default_rng(99)
+    lookups, totals = [], []
+    for r in range(repeat):
+        shard = f"{r * 97:06d}-new.tar"  # between existing shards: later shards are searched too
+        frame = index_rows(rng, shard, rows)
+        t0 = time.perf_counter()
+        update = index.update(shard, frame)
+        totals.append(time.perf_counter() - t0)
+        lookups.append(update.lookup_s)
+    return statistics.median(lookups), statistics.median(totals)
+
+
+def reread_time(folder: Path, n_shards: int, rows: int) -> float:
+    """What the index replaced: one shard's cross-shard check re-read the sha256 column of every earlier raw_pairs file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(2)
+    for s in range(n_shards):
+        index_rows(rng, f"{s:06d}.tar", rows).select("sha256").write_parquet(folder / f"{s:06d}.parquet")
+    files = sorted(str(f) for f in folder.glob("*.parquet"))
+    t, _ = timed(lambda: pl.scan_parquet(files).select("sha256").unique().collect(), repeat=3)
+    return t
+
+
+def growth(counts: list[int], rows: int) -> None:
+    """One index grown shard by shard: lookup cost at each size (does it follow the shard count?)."""
+    from caption_assets.duplicate_index import ImageIndex
+
+    with tempfile.TemporaryDirectory() as tmp:
+        index, rng, done, t0 = ImageIndex(Path(tmp) / "index.sqlite"), np.random.default_rng(0), 0, time.perf_counter()
+        for target in counts:
+            while done < target:
+                index.update(f"{done:06d}.tar", index_rows(rng, f"{done:06d}.tar", rows))
+                done += 1
+            lookup, total = lookup_time(index, rows)
+            size = index.path.stat().st_size / 1e6
+            print(f"{target:6d} shards x {rows} images: lookup {lookup * 1e3:5.1f} ms, add + lookup {total * 1e3:5.1f} ms, "
+                  f"index {size:4.0f} MB (built in {time.perf_counter() - t0:.0f}s)", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shards", type=int, default=2000)
+    ap.add_argument("--small", type=int, default=200)
+    ap.add_argument("--rows", type=int, default=100, help="images per shard in the duplicate index")
+    ap.add_argument("--growth", default="", help="only grow one duplicate index through these shard counts (e.g. 200,2000,6000,10000) and time a lookup at each")
+    args = ap.parse_args()
+    if args.growth:
+        return growth([int(n) for n in args.growth.split(",")], args.rows)
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_schedule_context, build_sensor_context
+
+    from caption_assets.definitions import build_definitions
+    from caption_assets.sensors import crawl_sensor
+    from caption_assets.settings import load_settings
+    from resources import CrawlSource, DuplicateIndex, LakeStorage, QualityWarehouse
+
+    results: list[tuple[str, float, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        crawl, home, data = tmp / "crawl", tmp / "dagster_home", tmp / "data"
+        home.mkdir()
+        t0 = time.perf_counter()
+        keys = write_shards(crawl, args.shards)
+        print(f"setup: {args.shards} shards written in {time.perf_counter() - t0:.1f}s", flush=True)
+        env = {"CAPTION_ASSETS_PROFILE": "demo", "CAPTION_ASSETS_CRAWL_DIR": str(crawl), "CAPTION_ASSETS_DATA_DIR": str(data)}
+        settings = load_settings(env)
+        defs = build_definitions(settings)
+        duplicates = DuplicateIndex(path=str(settings.duplicate_index_path))
+        resources = {"crawl": CrawlSource(crawl_dir=str(crawl)), "duplicates": duplicates}
+
+        with DagsterInstance.local_temp(tempdir=str(home)) as instance:
+            tick_s, first = timed(lambda: crawl_sensor(build_sensor_context(instance=instance, resources=resources)))
+            add_s, _ = timed(lambda: [instance.add_dynamic_partitions(r.partitions_def_name, list(r.partition_keys)) for r in first.dynamic_partitions_requests])
+            assert len(first.run_requests) == args.shards and len(instance.get_dynamic_partitions("shards")) == args.shards
+            results.append(("sensor tick, first (register every shard)", tick_s + add_s, f"evaluate {tick_s:.2f}s + add partitions {add_s:.2f}s; {len(first.run_requests)} run requests"))
+            again_s, again = timed(lambda: crawl_sensor(build_sensor_context(instance=instance, cursor=first.cursor, resources=resources)), repeat=3)
+            assert again.run_requests == []
+            results.append(("sensor tick, nothing new", again_s, "lists + stats every shard, compares with the cursor"))
+
+            t0 = time.perf_counter()
+            rng = random.Random(0)
+            for stage in STAGES:
+                for p in keys:
+                    if stage == "fused_captions" and rng.random() < 0.05:
+                        continue  # 5% of shards miss their last stage
+                    instance.report_runless_asset_event(AssetMaterialization(AssetKey(stage), partition=p))
+            print(f"setup: {len(STAGES)} x {args.shards} materializations recorded in {time.perf_counter() - t0:.1f}s", flush=True)
+            fill_warehouse(settings.warehouse_path, keys, rows_per_shard=100)
+            lake = LakeStorage(root=str(settings.lake_dir))
+            (settings.lake_dir / "alignment_levels").mkdir(parents=True)
+            (settings.lake_dir / "alignment_levels" / "current.json").write_text('{"version": "levels-current", "boundaries": [0.2, 0.25, 0.3], "scorer": "x"}')
+            warehouse = QualityWarehouse(path=str(settings.warehouse_path))
+            nightly = defs.resolve_schedule_def("nightly_shard_backfill")
+            context = build_schedule_context(instance=instance, resources={"warehouse": warehouse, "lake": lake, "duplicates": duplicates},
+                                             scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc))
+            plan_s, plan = timed(lambda: nightly(context))
+            reasons = pl.Series([r.tags["reason"] for r in plan]).value_counts(sort=True).rows()
+            results.append(("nightly backfill plan", plan_s, f"{len(plan)} run requests: " + ", ".join(f"{n} {why}" for why, n in reasons)))
+
+        cli = [sys.executable, "-m", "caption_assets.cli", "report"]
+        report_s, proc = timed(lambda: subprocess.run(cli, env={**os.environ, **env}, capture_output=True, text=True, check=True), repeat=3)
+        assert "raw_pairs" in proc.stdout
+        results.append(("`caption-assets report` (new process)", report_s, "funnel over every stage and shard from the warehouse"))
+        queries = {
+            "funnel by stage/outcome/reason": "SELECT stage, outcome, reason, sum(count) FROM funnel GROUP BY ALL",
+            "one partition's funnel (asset check)": f"SELECT outcome, sum(count) FROM funnel WHERE stage = 'raw_pairs' AND partition = '{keys[-1]}' GROUP BY outcome",
+            "quarantine by reason": "SELECT reason, count(*) FROM quarantine GROUP BY reason",
+            "stale alignment levels": "SELECT partition FROM versions WHERE name = 'alignment_levels' AND version <> 'levels-current'",
+        }
+        for name, sql in queries.items():
+            q_s, _ = timed(lambda sql=sql: warehouse.query(sql), repeat=5)
+            results.append((f"warehouse: {name}", q_s, "one connection + query"))
+
+        t0 = time.perf_counter()
+        small = fill_index(tmp / "small.sqlite", args.small, args.rows)
+        big = fill_index(tmp / "big.sqlite", args.shards, args.rows, seed=1)
+        print(f"setup: duplicate indexes of {args.small} and {args.shards} shards x {args.rows} images in {time.perf_counter() - t0:.1f}s", flush=True)
+        (small_l, small_t), (big_l, big_t) = lookup_time(small, args.rows), lookup_time(big, args.rows)
+        results.append((f"duplicate index: lookup, one shard at {args.small} shards", small_l, f"{args.rows} images, exact + near, earlier + later shards"))
+        results.append((f"duplicate index: lookup, one shard at {args.shards} shards", big_l, f"ratio {big_l / small_l:.2f}x (target <= 1.5x)"))
+        results.append((f"duplicate index: add + lookup at {args.small} shards", small_t, "one transaction: delete old rows, insert, look up, commit"))
+        results.append((f"duplicate index: add + lookup at {args.shards} shards", big_t, f"ratio {big_t / small_t:.2f}x"))
+        size_mb = (tmp / "big.sqlite").stat().st_size / 1e6
+        small_r, big_r = reread_time(tmp / "reread-small", args.small, args.rows), reread_time(tmp / "reread-big", args.shards, args.rows)
+        results.append((f"before the index: re-read earlier shards at {args.small}", small_r, "sha256 column of every earlier raw_pairs file"))
+        results.append((f"before the index: re-read earlier shards at {args.shards}", big_r, f"ratio {big_r / small_r:.2f}x; {big_r / big_l:.0f}x the index lookup"))
+
+    print(f"\n{args.shards} shards on {os.cpu_count()} cores ({sys.platform}, python {sys.version.split()[0]})\n")
+    width = max(len(n) for n, _, _ in results)
+    for name, secs, note in results:
+        print(f"  {name:<{width}}  {secs:8.3f}s  {note}")
+    print(f"\n  duplicate index file at {args.shards} x {args.rows} images: {size_mb:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
