@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import open_clip
 import torch
+from open_clip.transformer import text_global_pool
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 from torch.utils.data import DataLoader, Dataset
@@ -59,6 +60,29 @@ def build_random_checkpoint(path: Path, model_name: str = DEMO_MODEL_NAME, seed:
     torch.save({"state_dict": model.state_dict(), "note": "RANDOM WEIGHTS (demo): scores mean nothing"}, tmp)
     tmp.replace(path)
     return path
+
+
+def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text`` on the tokens up to the batch's last end-of-text, not the full context.
+
+    CLIP's text tower is causal and pools at the end-of-text token, so positions after it never reach
+    the output: cutting them gives the same embeddings for a fraction of the work (alt-texts and
+    captions fill ~15-25 of 77 positions). Same steps as open_clip's ``CLIP.encode_text``, with the
+    positional embedding and attention mask cut to length; other model classes run unchanged.
+    """
+    if type(model) is not open_clip.CLIP or model.text_pool_type != "argmax" or model.attn_mask is None:
+        return model.encode_text(tokens)
+    length = int(tokens.argmax(dim=-1).max()) + 1  # the end-of-text token has the highest id
+    if length >= tokens.shape[1]:
+        return model.encode_text(tokens)
+    tokens = tokens[:, :length]
+    cast = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+    x = model.ln_final(model.transformer(x, attn_mask=model.attn_mask[:length, :length]))
+    x = text_global_pool(x, tokens, model.text_pool_type)
+    if model.text_projection is None:
+        return x
+    return model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
 
 
 def resolve_device(device: str) -> str:
@@ -144,7 +168,7 @@ class ClipScorer(ConfigurableResource):
         out = []
         for start in range(0, len(texts), self.batch_size):
             tokens = self._tokenizer(list(texts[start : start + self.batch_size])).to(self._device)
-            out.append(self._run(lambda t: self._model.encode_text(t), tokens))
+            out.append(self._run(lambda t: encode_text_trimmed(self._model, t), tokens))
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
     @torch.inference_mode()
@@ -168,7 +192,7 @@ class ClipScorer(ConfigurableResource):
         imgs, txts, oks = [], [], []
         for pixels, tokens, ok in self._loader(dataset):
             imgs.append(self._run(lambda p: self._model.encode_image(p), pixels.to(self._device, non_blocking=True)))
-            txts.append(self._run(lambda t: self._model.encode_text(t), tokens.to(self._device, non_blocking=True)))
+            txts.append(self._run(lambda t: encode_text_trimmed(self._model, t), tokens.to(self._device, non_blocking=True)))
             oks.append(ok.numpy())
         if not imgs:
             empty = np.zeros((0, self.embed_dim), np.float32)
