@@ -49,7 +49,7 @@ def main() -> None:
             pipeline = scored.height / (time.perf_counter() - t0)
 
             # bare loop: decode + preprocess first (untimed), then only the encoders
-            from resources.clip import PointerImages, _image_size
+            from resources.clip import PointerImages, _image_size, encode_text_trimmed
 
             ds = PointerImages(raw.select(POINTER_COLUMNS).rows(), clip._preprocess, _image_size(clip._preprocess))
             pixels = torch.stack([ds[i][0] for i in range(len(ds))])
@@ -59,7 +59,7 @@ def main() -> None:
             with torch.inference_mode(), clip._autocast():
                 for s in range(0, len(pixels), args.batch):
                     model.encode_image(pixels[s : s + args.batch].to(dev))
-                    model.encode_text(tokens[s : s + args.batch].to(dev))
+                    encode_text_trimmed(model, tokens[s : s + args.batch].to(dev))
                 if dev.startswith("cuda"):
                     torch.cuda.synchronize()
             bare = len(pixels) / (time.perf_counter() - t0)

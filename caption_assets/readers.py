@@ -129,6 +129,7 @@ def iter_tar(path: Path) -> Iterator[Record]:
     seen: set[str] = set()
     group: list[Member] = []
     group_key: str | None = None
+    resolved = str(path.resolve())
     with tf:
         while True:
             try:
@@ -145,7 +146,7 @@ def iter_tar(path: Path) -> Iterator[Record]:
                     continue
                 key, ext = split_key(m.name)
                 data = _member_bytes(tf, m)
-                member = Member(ext, m.name, data, ImageRef("tar", str(path.resolve()), m.name, m.offset_data, m.size))
+                member = Member(ext, m.name, data, ImageRef("tar", resolved, m.name, m.offset_data, m.size))
             except (tarfile.ReadError, EOFError, OSError) as exc:
                 if group:
                     yield _sample(group_key, group, seen)
