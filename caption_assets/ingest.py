@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +68,7 @@ class IngestResult:
     seen: int
 
 
-BATCH = 64  # records in flight: bounds memory to a few MB of image bytes
+IN_FLIGHT = 64  # records read ahead of the decoders: bounds memory to a few MB of image bytes
 
 
 def uid_for(shard: str, key: str) -> str:
@@ -112,16 +113,26 @@ def ingest_shard(
     quarantine: dict[str, list] = {name: [] for name in QUARANTINE_SCHEMA}
     seen = 0
     workers = limits.workers or min(4, os.cpu_count() or 1)
+    in_flight: deque[tuple[Record, Future]] = deque()
+
+    def collect(rec: Record, fut: Future) -> None:
+        out = fut.result()
+        if isinstance(out, tuple):
+            for name, value in zip(RAW_PAIRS_SCHEMA, out):
+                cols[name].append(value)
+        else:
+            for name, value in zip(QUARANTINE_SCHEMA, (shard, "raw_pairs", rec.key, rec.member, out.reason, out.message)):
+                quarantine[name].append(value)
+
+    # the main thread reads the shard while the pool decodes what it read before; results stay in shard order
     with ThreadPoolExecutor(workers) as pool:
-        for batch in batched(iter_records(path), BATCH):
-            seen += len(batch)
-            for rec, out in zip(batch, pool.map(_examine, batch, [shard] * len(batch), [limits] * len(batch))):
-                if isinstance(out, tuple):
-                    for name, value in zip(RAW_PAIRS_SCHEMA, out):
-                        cols[name].append(value)
-                else:
-                    for name, value in zip(QUARANTINE_SCHEMA, (shard, "raw_pairs", rec.key, rec.member, out.reason, out.message)):
-                        quarantine[name].append(value)
+        for rec in iter_records(path):
+            seen += 1
+            in_flight.append((rec, pool.submit(_examine, rec, shard, limits)))
+            if len(in_flight) >= IN_FLIGHT:
+                collect(*in_flight.popleft())
+        while in_flight:
+            collect(*in_flight.popleft())
 
     pairs = pl.DataFrame(cols, schema=RAW_PAIRS_SCHEMA).with_columns(
         caption_words=pl.col("caption").str.count_matches(r"\S+").cast(pl.Int32),
@@ -134,17 +145,6 @@ def ingest_shard(
         pairs = pairs.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in DUPLICATE_COLUMNS.items()])
     pairs = add_flags(pairs, heuristics)
     return IngestResult(pairs, pl.DataFrame(quarantine, schema=QUARANTINE_SCHEMA), seen)
-
-
-def batched(it: Iterable[Record], n: int) -> Iterator[list[Record]]:
-    batch: list[Record] = []
-    for item in it:
-        batch.append(item)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def unreadable_rows(bad: pl.DataFrame, stage: str) -> pl.DataFrame:
