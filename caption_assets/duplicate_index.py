@@ -123,6 +123,9 @@ class ImageIndex:
             try:
                 prior = con.execute("SELECT epoch, content FROM shards WHERE shard = ?", (shard,)).fetchone()
                 epoch = prior[0] if prior else 0
+                unchanged = prior is not None and prior[1] == content
+                # later shards that matched this shard's previous content lose their first occurrence too
+                before = set() if unchanged or prior is None else self._later_shards(con, shard, self._stored_rows(con, shard))
                 self._delete(con, shard)
                 start = con.execute("SELECT coalesce(max(id), 0) + 1 FROM images").fetchone()[0]
                 ids = range(start, start + rows.height)
@@ -134,8 +137,7 @@ class ImageIndex:
                 matches = self._matches(con)
                 verdicts = self._verdicts(matches, shard, rows)
                 # shards after this one holding a copy of one of its images: their first occurrence may have changed
-                unchanged = prior is not None and prior[1] == content
-                restaled = [] if unchanged else sorted(set(matches.filter(pl.col("shard") > shard)["shard"].to_list()))
+                restaled = [] if unchanged else sorted(before | set(matches.filter(pl.col("shard") > shard)["shard"].to_list()))
                 lookup_s = time.perf_counter() - t0
                 if restaled:
                     con.executemany("UPDATE shards SET epoch = epoch + 1 WHERE shard = ?", [(s,) for s in restaled])
@@ -148,6 +150,15 @@ class ImageIndex:
                 con.execute("ROLLBACK")
                 raise
         return Update(verdicts, epoch, restaled, lookup_s)
+
+    def _stored_rows(self, con: sqlite3.Connection, shard: str) -> pl.DataFrame:
+        data = con.execute("SELECT ord, uid, sha256, phash FROM images WHERE shard = ? ORDER BY ord", (shard,)).fetchall()
+        return pl.DataFrame(data, schema={"ord": pl.Int64, "uid": pl.String, "sha256": pl.String, "phash": pl.Int64}, orient="row")
+
+    def _later_shards(self, con: sqlite3.Connection, shard: str, rows: pl.DataFrame) -> set[str]:
+        """Shards after ``shard`` holding an image identical or near to one of ``rows``."""
+        _load_query(con, rows, band_values(rows["phash"].to_numpy(), self.n_bands), self.probe_radius)
+        return set(self._matches(con).filter(pl.col("shard") > shard)["shard"].to_list())
 
     def _delete(self, con: sqlite3.Connection, shard: str) -> None:
         """Remove a shard's rows; its band rows are found by key from the stored pHashes (no extra index)."""

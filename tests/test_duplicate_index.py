@@ -100,6 +100,16 @@ def test_re_ingesting_the_same_content_restales_nothing(tmp_path: Path):
     assert index.update("a.tar", changed).restaled != []
 
 
+def test_a_shard_that_loses_an_image_restales_the_shards_that_copied_it(tmp_path: Path):
+    index = ImageIndex(tmp_path / "i.sqlite")
+    x, y, z = 0x0123456789ABCDEF, -0x1F2E3D4C5B6A7988, 0x7A5A5A5A00FF00FF  # pHashes far apart
+    index.update("a.tar", rows("a.tar", ["x", "y"], [x, y]))
+    b = index.update("b.tar", rows("b.tar", ["x"], [x]))
+    assert b.verdicts["duplicate_of"].to_list() == ["a.tar::0"]
+    assert index.update("a.tar", rows("a.tar", ["z", "y"], [z, y])).restaled == ["b.tar"]  # a no longer holds x
+    assert index.update("b.tar", rows("b.tar", ["x"], [x])).verdicts["duplicate_of"].to_list() == [None]
+
+
 def test_the_radius_is_fixed_per_index_file(tmp_path: Path):
     ImageIndex(tmp_path / "i.sqlite", max_distance=4).update("a.tar", rows("a.tar", ["x"], [1]))
     with pytest.raises(ValueError, match="max_distance=4"):
