@@ -36,10 +36,14 @@ def current_levels(lake: LakeStorage) -> "dict | None":
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def cosine(img: np.ndarray, txt: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two embedding matrices."""
+    return (img * txt).sum(axis=1) / (np.linalg.norm(img, axis=1) * np.linalg.norm(txt, axis=1) + 1e-12)
+
+
 def pair_scores(image: np.ndarray, text: np.ndarray) -> np.ndarray:
     """CLIP cosine from float16-rounded embeddings: exactly what ``scored_pairs`` stores and scores."""
-    img, txt = image.astype(np.float16).astype(np.float32), text.astype(np.float16).astype(np.float32)
-    return (img * txt).sum(axis=1) / (np.linalg.norm(img, axis=1) * np.linalg.norm(txt, axis=1) + 1e-12)
+    return cosine(image.astype(np.float16).astype(np.float32), text.astype(np.float16).astype(np.float32))
 
 
 @asset(

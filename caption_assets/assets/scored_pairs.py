@@ -5,7 +5,7 @@ import polars as pl
 from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from caption_assets.assets.reward_model import head_path
-from caption_assets.assets.alignment_levels import current_levels, pair_scores
+from caption_assets.assets.alignment_levels import cosine, current_levels
 from caption_assets.heuristics import DEFAULT_DROP_FLAGS
 from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import counts_by, md_histogram, md_table, preview, table_schema
@@ -39,7 +39,7 @@ def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl
     image16, text16 = image.astype(np.float16), text.astype(np.float16)
     # Score from the stored (float16) embeddings, so clip_score is exactly their cosine downstream too.
     img32, txt32 = image16.astype(np.float32), text16.astype(np.float32)
-    clip_score = pair_scores(image, text)
+    clip_score = cosine(img32, txt32)
     reward, version = None, None
     if head_file is not None and head_file.exists():
         head, version = load_head(head_file)
