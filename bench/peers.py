@@ -125,6 +125,18 @@ def _webdataset(shards: list[str], q) -> None:
     q.put({"pairs": n, "processing_s": time.perf_counter() - t0, "peak_mb": _peak_mb()})
 
 
+def ingest_to_files(shards: list[Path]) -> list[str]:
+    """raw_pairs of each shard, written beside it: the scoring runs read pointers from these, as the asset does."""
+    from caption_assets.ingest import ingest_shard
+    from resources.storage import atomic_write_parquet
+
+    paths = []
+    for shard in shards:
+        paths.append(str(shard.with_name(f"{shard.stem}.raw_pairs.parquet")))
+        atomic_write_parquet(ingest_shard(shard, shard.name).pairs, Path(paths[-1]))
+    return paths
+
+
 def in_process(fn, *args) -> dict:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -191,13 +203,7 @@ def main() -> None:
         rate = lambda r: r["pairs"] / r["processing_s"]  # noqa: E731
         lines.append(f"ingest      raw_pairs {rate(ing):7.1f} pairs/s ({ing['peak_mb']:.0f} MiB) | webdataset+Pillow {rate(wds_):7.1f} pairs/s "
                      f"({wds_['peak_mb']:.0f} MiB) | ratio {rate(ing) / rate(wds_):.2f} (target >= 1.0)")
-        from caption_assets.ingest import ingest_shard
-        from resources.storage import atomic_write_parquet
-
-        raw_paths = []
-        for shard in shards:
-            raw_paths.append(str(tmp / f"{shard.stem}.raw_pairs.parquet"))
-            atomic_write_parquet(ingest_shard(shard, shard.name).pairs, Path(raw_paths[-1]))
+        raw_paths = ingest_to_files(shards)
         for model in args.models.split(","):
             name, ckpt = checkpoint(model, tmp)
             common = (name, str(ckpt), raw_paths, args.batch, device, args.precision, args.workers)
