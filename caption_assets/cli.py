@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--html", type=Path, default=None, help="write the one-page HTML report here")
     report.add_argument("--gallery", type=int, default=4, help="sampled pairs per outcome in the report's gallery (0: none)")
     tr = sub.add_parser("trace", help="one pair's path through every stage (outcome, reason, scores, captions, export)")
-    tr.add_argument("uid", nargs="?", help="<shard>::<key>, as in every lake table")
+    tr.add_argument("uid", nargs="?", help="<shard>::<key>, as in every lake table (<shard>::@<member> for a keyless quarantine row)")
     tr.add_argument("--shard", default=None, help="with --key, instead of a uid")
     tr.add_argument("--key", default=None)
     tr.add_argument("--json", action="store_true", help="machine-readable output")

@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 from PIL import Image
 
+from caption_assets.ingest import QUARANTINE_UID_SQL
 from caption_assets.readers import read_image_bytes
 from resources.storage import LakeStorage
 
@@ -34,7 +35,7 @@ def sample_outcomes(lake: Path, per_outcome: int, seed: int = 0) -> list[dict[st
             params.append(files)
 
     for stage in ("raw_pairs", "scored_pairs", "recaptioned_pairs"):
-        part(f"SELECT shard || '::' || key AS uid, 'quarantined at {stage}: ' || reason AS outcome, message FROM read_parquet(?)", store.files(f"{stage}_quarantine"))
+        part(f"SELECT {QUARANTINE_UID_SQL} AS uid, 'quarantined at {stage}: ' || reason AS outcome, message FROM read_parquet(?)", store.files(f"{stage}_quarantine"))
     part("SELECT uid, 'filtered: ' || drop_reason AS outcome, NULL AS message FROM read_parquet(?) WHERE NOT keep", store.files("scored_pairs"))
     part("SELECT uid, 'fusion fallback: ' || fusion_status AS outcome, NULL AS message FROM read_parquet(?) WHERE fusion_status <> 'accepted'", store.files("fused_captions"))
     selection = store.asset_dir("compressed_dataset") / "selection.parquet"

@@ -75,6 +75,17 @@ def uid_for(shard: str, key: str) -> str:
     return f"{shard}::{key}"
 
 
+# A quarantine row has no key when the failure is not a sample's (a cut or unreadable shard, a sidecar
+# that does not read, an unsafe member name): its uid names the member instead, ``<shard>::@<member>``.
+# Every reader of quarantine rows (gallery, trace, stage truth) derives uids with this one expression.
+QUARANTINE_UID_SQL = "shard || '::' || coalesce(key, '@' || coalesce(member, shard))"
+
+
+def quarantine_uid() -> pl.Expr:
+    """``QUARANTINE_UID_SQL`` as a polars expression."""
+    return pl.concat_str(pl.col("shard"), pl.lit("::"), pl.coalesce(pl.col("key"), pl.lit("@") + pl.coalesce(pl.col("member"), pl.col("shard"))))
+
+
 def _examine(rec: Record, shard: str, limits: IngestLimits) -> tuple | BadCaption | BadImage:
     """One record -> a raw_pairs row tuple, or the reason it is quarantined. Thread-safe."""
     if rec.problem is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import numpy as np
@@ -118,46 +119,62 @@ def evaluation_plot(evaluation: pl.DataFrame) -> str:
     return out
 
 
-def evaluation_html(evaluation: pl.DataFrame, truth: pl.DataFrame, table) -> str:
+def table_html(df: pl.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td{'' if isinstance(v, (int, float)) else ' class=t'}>{html.escape(f'{v:.4g}' if isinstance(v, float) else ('' if v is None else str(v)))}</td>" for v in row) + "</tr>"
+        for row in df.iter_rows()
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def images_html(images: dict[str, str]) -> str:
+    return "".join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,{v}"/></figure>' for k, v in images.items()) or "<p>No compressed dataset yet.</p>"
+
+
+def evaluation_html(evaluation: pl.DataFrame, truth: pl.DataFrame) -> str:
     """The report's "Does curation help?" section (empty when curation_eval has not run)."""
     if evaluation.is_empty():
         return ""
     from caption_assets.curation_eval.headline import headline, wide_table
 
     recipe = evaluation["recipe"][0] if "recipe" in evaluation.columns else ""
-    stage = f"<h3>Each stage against the crawl's truth table</h3>{table(truth.select('stage', 'metric', 'value', 'n'))}" if not truth.is_empty() else ""
+    stage = f"<h3>Each stage against the crawl's truth table</h3>{table_html(truth.select('stage', 'metric', 'value', 'n'))}" if not truth.is_empty() else ""
     return (
         f'<section id="curation-eval"><h2>Does curation help? (curation_eval)</h2><p class="headline">{html.escape(headline(evaluation))}</p>'
         f"<p>Run {html.escape(str(evaluation['run_id'][0])[:8])}, {html.escape(str(evaluation['created_at'][0])[:16])}.</p>"
         f'<figure><img alt="curation_eval bars" src="data:image/png;base64,{evaluation_plot(evaluation)}"/></figure>'
         f"<p>Percent, mean ± sd over seeds; the same small-CLIP recipe and samples seen for every training set, tested on the world's held-out split.</p>"
-        f"{table(wide_table(evaluation))}<details><summary>recipe</summary><pre>{html.escape(recipe)}</pre></details>{stage}</section>"
+        f"{table_html(wide_table(evaluation))}<details><summary>recipe</summary><pre>{html.escape(recipe)}</pre></details>{stage}</section>"
     )
 
 
-def render_html(funnel: pl.DataFrame, comparison: pl.DataFrame, images: dict[str, str], paths: dict[str, str],
-                evaluation: pl.DataFrame | None = None, truth: pl.DataFrame | None = None, gallery: str = "") -> str:
-    def table(df: pl.DataFrame) -> str:
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td{'' if isinstance(v, (int, float)) else ' class=t'}>{html.escape(f'{v:.4g}' if isinstance(v, float) else ('' if v is None else str(v)))}</td>" for v in row) + "</tr>"
-            for row in df.iter_rows()
-        )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def drawn(name: str, draw: Callable[[], str], problems: list[str] | None = None) -> str:
+    """One part of the report, or a note in its place saying why it could not be drawn: a part that
+    fails (an odd row, a table missing from an older warehouse) never costs the rest of the page."""
+    try:
+        return draw()
+    except Exception as exc:  # noqa: BLE001 - the note is the report's answer; the asset logs it
+        why = f"{type(exc).__name__}: {exc}"
+        if problems is not None:
+            problems.append(f"{name}: {why}")
+        return f'<p class="not-drawn">The {html.escape(name)} could not be drawn ({html.escape(why[:400])}).</p>'
 
-    imgs = "".join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,{v}"/></figure>' for k, v in images.items())
-    evaluation_section = evaluation_html(evaluation if evaluation is not None else pl.DataFrame(), truth if truth is not None else pl.DataFrame(), table)
+
+def render_html(paths: dict[str, str], parts: dict[str, Callable[[], str]], problems: list[str] | None = None) -> str:
+    """The page; ``parts`` draw its sections (comparison, distributions, evaluation, funnel, gallery), each on its own."""
+    part = {name: drawn(name, draw, problems) for name, draw in parts.items()}
     links = "".join(f"<li>{html.escape(k)}: <code>{html.escape(v)}</code></li>" for k, v in paths.items())
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>caption-assets quality report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2rem;max-width:1200px}}table{{border-collapse:collapse;margin:1rem 0}}
 td,th{{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}}th{{background:#f3f3f3}}td:first-child,th:first-child,td.t{{text-align:left}}
-img{{max-width:100%}}</style></head><body>
+img{{max-width:100%}}.not-drawn{{color:#a33}}</style></head><body>
 <h1>Caption dataset quality report</h1><p>Generated {when}.</p>
-<h2>Before / after compression</h2>{table(comparison)}
-<h2>Distributions</h2>{imgs or '<p>No compressed dataset yet.</p>'}
-{evaluation_section}
-<h2>Funnel (all stages, all shards)</h2>{table(funnel)}
-{gallery}
+<h2>Before / after compression</h2>{part.get("comparison", "")}
+<h2>Distributions</h2>{part.get("distributions", "")}
+{part.get("evaluation", "")}
+<h2>Funnel (all stages, all shards)</h2>{part.get("funnel", "")}
+{part.get("gallery", "")}
 <h2>Where things are</h2><ul>{links}</ul>
 </body></html>"""

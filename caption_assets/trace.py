@@ -1,6 +1,7 @@
 """One pair's path through every stage, read straight from the lake with DuckDB (only its shard's files).
 
-A uid is ``<shard>::<key>``; each per-shard stage keeps one parquet file per shard, so a trace opens at
+A uid is ``<shard>::<key>`` (``<shard>::@<member>`` for a quarantine row without a key: a cut or
+unreadable shard, an unsafe member name); each per-shard stage keeps one parquet file per shard, so a trace opens at
 most one file per stage, plus the export's selection and manifest, whatever the size of the lake.
 """
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 import duckdb
 
+from caption_assets.ingest import QUARANTINE_UID_SQL
 from resources.storage import LakeStorage
 
 STAGES = ("raw_pairs", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions", "compressed_dataset")
@@ -63,7 +65,7 @@ def trace(lake: Path, uid: str) -> dict[str, Any] | None:
             outcome, reason = _outcome(stage, rows[0])
             out["stages"][stage] = {"outcome": outcome, "reason": reason, **rows[0]}
             continue
-        q = _rows(con, store.path(f"{stage}_quarantine", shard), ["reason", "message", "member"], "key = ?", [key])
+        q = _rows(con, store.path(f"{stage}_quarantine", shard), ["reason", "message", "member"], f"{QUARANTINE_UID_SQL} = ?", [uid])
         if q:
             out["stages"][stage] = {"outcome": "quarantined", **q[0]}
             break  # a quarantined pair goes no further

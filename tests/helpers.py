@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import tarfile
 import zlib
@@ -71,3 +72,56 @@ def noise_image(seed: int, size: tuple[int, int] = (256, 256), fmt: str = "JPEG"
     buf = io.BytesIO()
     im.save(buf, format=fmt, quality=90)
     return buf.getvalue()
+
+
+def hostile_crawl(root: Path) -> list[tuple[str, str | None, str | None]]:
+    """Every kind of bad input, spread over shards of every format, beside good samples.
+
+    Returns what was planted, one ``(shard, key, reason)`` per record: ``reason`` None for a good
+    sample, ``key`` None for a shard-level failure (a cut tar, a shard or sidecar that does not read),
+    whose quarantine row has no key.
+    """
+    good = image_bytes(seed=5)
+    png_good, webp_good = image_bytes(fmt="PNG", seed=6), image_bytes(fmt="WEBP", seed=7)
+    planted: list[tuple[str, str | None, str | None]] = []
+    a_bad = [
+        ("c1", [("c1.jpg", good[:20] + b"\0" * 200 + good[220:]), ("c1.txt", b"corrupt jpeg body")], "corrupt_image"),
+        ("c2", [("c2.png", png_good[:30] + b"garbage" * 20), ("c2.txt", b"corrupt png")], "corrupt_image"),
+        ("c3", [("c3.webp", webp_good[:16] + b"\0" * 64), ("c3.txt", b"corrupt webp")], "corrupt_image"),
+        ("t1", [("t1.jpg", good[: len(good) // 3]), ("t1.txt", b"truncated")], "truncated_image"),
+        ("b1", [("b1.png", png_bomb()), ("b1.txt", b"bomb")], "decompression_bomb"),
+        ("z1", [("z1.jpg", b""), ("z1.txt", b"zero")], "empty_image"),
+        ("x1", [("x1.jpg", b"plain text where an image should be"), ("x1.txt", b"text member")], "not_an_image"),
+        ("n1", [("n1.jpg", good)], "missing_caption"),
+        ("n2", [("n2.txt", b"caption without image")], "missing_image"),
+        ("u1", [("u1.jpg", good), ("u1.txt", b"\xff\xfe latin \xe9")], "caption_not_utf8"),
+        ("l1", [("l1.jpg", good), ("l1.txt", b"long " * 200_000)], "caption_too_long"),
+        ("h1", [("h1.jpg", noise_image(11)), ("h1.txt", "<p>Caf\u00c3\u00a9 &amp; bar</p>".encode())], None),
+        ("00001", [("00001.jpg", good), ("00001.txt", b"dup key in shard")], "duplicate_key"),
+        (None, [("/etc/evil.jpg", good)], "unsafe_path"),
+        (None, [("../../escape.txt", b"x")], "unsafe_path"),
+    ]
+    write_tar(root / "a.tar", wds_members(4) + [m for _, members, _ in a_bad for m in members])
+    planted += [("a.tar", f"{i:05d}", None) for i in range(4)] + [("a.tar", key, reason) for key, _, reason in a_bad]
+    write_tar(root / "b.tar", wds_members(3))  # the same keys as a.tar: fine across shards (uids are shard-scoped)
+    planted += [("b.tar", f"{i:05d}", None) for i in range(3)]
+    data = (root / "b.tar").read_bytes()
+    (root / "cut.tar").write_bytes(data[: len(data) // 2])  # cut inside the second sample: the first one survives
+    planted += [("cut.tar", "00000", None), ("cut.tar", None, "truncated_tar")]
+    (root / "empty.tar").write_bytes(b"")
+    (root / "garbage.tar").write_bytes(b"this is not a tar archive at all " * 40)
+    planted.append(("garbage.tar", None, "unreadable_shard"))
+    (root / "broken.parquet").write_bytes(b"PAR1 but nothing else")
+    planted.append(("broken.parquet", None, "unreadable_shard"))
+    write_tar(root / "side.tar", wds_members(2, start=20))  # img2dataset layout whose sidecar parquet does not read
+    (root / "side.parquet").write_bytes(b"PAR1\0\0\0\0 cut short")
+    planted += [("side.tar", f"{i:05d}", None) for i in (20, 21)] + [("side.tar", None, "unreadable_sidecar")]
+    (root / "imgs").mkdir()
+    (root / "imgs" / "ok.jpg").write_bytes(noise_image(12))
+    write_parquet(root / "types.parquet", [{"image_path": "imgs/ok.jpg", "caption": 3, "key": "k1"}])
+    planted.append(("types.parquet", "k1", "manifest_schema"))
+    (root / "nocols.csv").write_text("file_name,words\nimgs/ok.jpg,hello\n")
+    planted.append(("nocols.csv", "000000000", "manifest_schema"))
+    (root / "missing.jsonl").write_text(json.dumps({"image_path": "imgs/gone.jpg", "caption": "gone"}) + "\n" + json.dumps({"image_path": "imgs/ok.jpg", "caption": "a fine texture"}) + "\n")
+    planted += [("missing.jsonl", "gone", "missing_image_file"), ("missing.jsonl", "ok", None)]
+    return planted

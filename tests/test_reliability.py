@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,50 +18,17 @@ from caption_assets.cli import INSTANCE_YAML
 from caption_assets.definitions import build_definitions
 from caption_assets.settings import PROJECT_ROOT
 from resources import QualityWarehouse
-from tests.helpers import image_bytes, noise_image, png_bomb, wds_members, write_parquet, write_tar
-
-
-def hostile_crawl(root: Path) -> dict[str, set[str]]:
-    """Every kind of bad input, spread over shards; returns the quarantine reasons each shard must show."""
-    good = image_bytes(seed=5)
-    png_good, webp_good = image_bytes(fmt="PNG", seed=6), image_bytes(fmt="WEBP", seed=7)
-    write_tar(root / "a.tar", wds_members(4) + [
-        ("c1.jpg", good[:20] + b"\0" * 200 + good[220:]), ("c1.txt", b"corrupt jpeg body"),
-        ("c2.png", png_good[:30] + b"garbage" * 20), ("c2.txt", b"corrupt png"),
-        ("c3.webp", webp_good[:16] + b"\0" * 64), ("c3.txt", b"corrupt webp"),
-        ("t1.jpg", good[: len(good) // 3]), ("t1.txt", b"truncated"),
-        ("b1.png", png_bomb()), ("b1.txt", b"bomb"),
-        ("z1.jpg", b""), ("z1.txt", b"zero"),
-        ("x1.jpg", b"plain text where an image should be"), ("x1.txt", b"text member"),
-        ("n1.jpg", good),
-        ("n2.txt", b"caption without image"),
-        ("u1.jpg", good), ("u1.txt", b"\xff\xfe latin \xe9"),
-        ("l1.jpg", good), ("l1.txt", b"long " * 200_000),
-        ("h1.jpg", noise_image(11)), ("h1.txt", "<p>Caf\u00c3\u00a9 &amp; bar</p>".encode()),
-        ("00001.jpg", good), ("00001.txt", b"dup key in shard"),
-        ("/etc/evil.jpg", good), ("../../escape.txt", b"x"),
-    ])
-    write_tar(root / "b.tar", wds_members(3))  # the same keys as a.tar: fine across shards (uids are shard-scoped)
-    data = (root / "b.tar").read_bytes()
-    (root / "cut.tar").write_bytes(data[: len(data) // 2])
-    (root / "empty.tar").write_bytes(b"")
-    (root / "imgs").mkdir()
-    (root / "imgs" / "ok.jpg").write_bytes(noise_image(12))
-    write_parquet(root / "types.parquet", [{"image_path": "imgs/ok.jpg", "caption": 3, "key": "k1"}])
-    (root / "nocols.csv").write_text("file_name,words\nimgs/ok.jpg,hello\n")
-    (root / "missing.jsonl").write_text(json.dumps({"image_path": "imgs/gone.jpg", "caption": "gone"}) + "\n" + json.dumps({"image_path": "imgs/ok.jpg", "caption": "a fine texture"}) + "\n")
-    return {
-        "a.tar": {"corrupt_image", "truncated_image", "decompression_bomb", "empty_image", "not_an_image", "missing_caption", "missing_image",
-                  "caption_not_utf8", "caption_too_long", "duplicate_key", "unsafe_path"},
-        "b.tar": set(), "cut.tar": {"truncated_tar"}, "empty.tar": set(),
-        "types.parquet": {"manifest_schema"}, "nocols.csv": {"manifest_schema"}, "missing.jsonl": {"missing_image_file"},
-    }
+from tests.helpers import hostile_crawl, image_bytes, noise_image, wds_members, write_tar
 
 
 def test_hostile_corpus_every_reason_every_shard_reconciles(tmp_path: Path, settings_for, instance):
     crawl = tmp_path / "crawl"
     crawl.mkdir()
-    expected = hostile_crawl(crawl)
+    planted = hostile_crawl(crawl)
+    expected: dict[str, set[str]] = {}
+    for shard, _, reason in planted:
+        expected.setdefault(shard, set()).update({reason} - {None})
+    expected["empty.tar"] = set()
     settings = settings_for(crawl)
     defs = build_definitions(settings)
     instance.add_dynamic_partitions("shards", sorted(expected))
@@ -238,3 +204,21 @@ def test_out_of_memory_batches_are_split_and_nothing_is_lost():
     assert out.shape == (10, 4)
     assert np.allclose(out, torch.nn.functional.normalize(batch, dim=-1).numpy(), atol=1e-6)
     assert seen[0] == 10 and max(seen[1:]) <= 5 and sum(s for s in seen if s <= 3) == 10
+
+
+def test_a_report_part_that_cannot_be_drawn_is_a_note_in_its_place(tmp_path: Path):
+    """An export whose fused rows are gone (no saved plots to fall back on): the distributions say why,
+    every other part of the page is still drawn, and the caller hears which part failed."""
+    from caption_assets.assets.compressed import build_report, export_dir
+    from resources import LakeStorage
+
+    lake = LakeStorage(root=str(tmp_path / "lake"))
+    export_dir(lake).mkdir(parents=True)
+    pl.DataFrame({"uid": ["s.tar::0001"], "shard": ["s.tar"], "cluster": [0], "selection_score": [0.5], "selected": [True], "drop_reason": [None]},
+                 schema_overrides={"drop_reason": pl.String}).write_parquet(export_dir(lake) / "selection.parquet")
+    problems: list[str] = []
+    page = build_report(lake, QualityWarehouse(path=str(tmp_path / "wh.duckdb")), problems=problems)
+    assert problems == ["distributions: Failure: nothing to compress: no fused_captions partition is materialized yet"]
+    assert 'The distributions could not be drawn (Failure: nothing to compress' in page
+    assert page.count("could not be drawn") == 1
+    assert '<div class="card" data-outcome="selected">' in page and "<h2>Funnel (all stages, all shards)</h2><table>" in page

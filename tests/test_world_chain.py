@@ -18,6 +18,7 @@ from caption_assets.curation_eval.run import summarise
 from caption_assets.curation_eval.stage_truth import LakeFrames, stage_truth
 from caption_assets.curation_eval.testset import METRICS, recall_at
 from caption_assets.curation_eval.training_sets import TRAINING_SETS, build_training_sets
+from tests.helpers import hostile_crawl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -137,43 +138,65 @@ def test_no_pipeline_stage_reads_the_truth_table():
     assert offenders == []
 
 
+def with_hostile_shards(crawl: Path, truth: pl.DataFrame) -> pl.DataFrame:
+    """Add hostile shards of every format to a world crawl (every quarantine reason, shard-level ones too);
+    returns the truth with their rows (good samples there are out-of-world pictures, without attribute truth)."""
+    from caption_assets.world.crawl import TRUTH_SCHEMA
+
+    rows = [{"uid": f"{shard}::{key if key is not None else '@'}", "shard": shard, "key": key,
+             "noise": "ood_photo" if reason is None else "broken", "expected_quarantine": reason}
+            for shard, key, reason in hostile_crawl(crawl)]
+    return pl.concat([truth, pl.DataFrame(rows).cast({k: TRUTH_SCHEMA[k] for k in rows[0]})], how="diagonal_relaxed")
+
+
 @pytest.fixture(scope="module")
 def world_eval(tmp_path_factory):
-    """A 200-pair world crawl through the whole chain with its truth table moved away, then curation_eval."""
+    """A 200-pair world crawl plus hostile shards through the whole chain with its truth table moved away,
+    then curation_eval. Returns (settings, truth, curation_eval's result, crawl, every other run's result)."""
     from dagster import DagsterInstance
 
     from caption_assets.definitions import build_definitions
     from caption_assets.settings import load_settings
+    from caption_assets.shards import discover_shards
     from caption_assets.world.crawl import CrawlSpec, shard_plan, write_crawl
 
     tmp = tmp_path_factory.mktemp("world_eval")
     crawl, truth = write_crawl(tmp / "world", CrawlSpec(shard_plan(2, 100, ("webdataset", "manifest_jsonl")), seed=4242))
+    truth = with_hostile_shards(crawl, truth)
     hidden = tmp / "kept-apart" / "truth.parquet"  # the chain runs without it anywhere near the crawl
     hidden.parent.mkdir()
-    (tmp / "world" / "truth.parquet").rename(hidden)
+    truth.write_parquet(hidden)
+    (tmp / "world" / "truth.parquet").unlink()
     settings = load_settings({"CAPTION_ASSETS_PROFILE": "demo", "CAPTION_ASSETS_CRAWL_DIR": str(crawl), "CAPTION_ASSETS_DATA_DIR": str(tmp / "data"),
                               "CAPTION_ASSETS_OCR": "off"})
     defs = build_definitions(settings)
-    shards = sorted(p.name for p in crawl.iterdir() if p.is_file())
+    shards = discover_shards(crawl)
     config = {"steps": 40, "seeds": [0, 1], "n_test_retrieval": 100, "n_test_zeroshot": 80, "truth_table": str(hidden)}
+    runs = []
+
+    def run(job: str, **kw):
+        result = defs.resolve_job_def(job).execute_in_process(instance=instance, **kw)
+        assert result.success, (job, kw.get("partition_key"))
+        runs.append(result)
+
     with DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("shards", shards)
         for shard in shards:
-            assert defs.resolve_job_def("ingest_shard").execute_in_process(partition_key=shard, instance=instance).success
-        assert defs.resolve_job_def("train_reward_model").execute_in_process(instance=instance).success
-        assert defs.resolve_job_def("compute_alignment_levels").execute_in_process(instance=instance).success
+            run("ingest_shard", partition_key=shard)
+        run("train_reward_model")
+        run("compute_alignment_levels")
         for shard in shards:
-            assert defs.resolve_job_def("shard_models").execute_in_process(partition_key=shard, instance=instance).success
-        assert defs.resolve_job_def("compress_dataset").execute_in_process(instance=instance).success
+            run("shard_models", partition_key=shard)
+        run("compress_dataset")
         (tmp / "world" / "truth.parquet").write_bytes(hidden.read_bytes())  # back beside the crawl, for the CLI's default
         result = defs.resolve_job_def("evaluate_curation").execute_in_process(instance=instance, run_config={"ops": {"curation_eval": {"config": config}}})
-    return settings, truth, result, crawl
+    return settings, truth, result, crawl, runs
 
 
 def test_curation_eval_writes_the_tables_metadata_check_and_report(world_eval):
     from resources import QualityWarehouse
 
-    settings, truth, result, _ = world_eval
+    settings, truth, result, _, _ = world_eval
     assert result.success
     wh = QualityWarehouse(path=str(settings.warehouse_path))
     ev, st = wh.latest_evaluation()
@@ -218,7 +241,7 @@ def test_the_evaluation_can_fail_a_bad_selection(world_eval):
     from caption_assets.ingest import POINTER_COLUMNS
     from resources import LakeStorage
 
-    settings, _, _, _ = world_eval
+    settings, _, _, _, _ = world_eval
     frames = read_lake(LakeStorage(root=str(settings.lake_dir)))
     recipe = Recipe(steps=150, batch_size=64, warmup=15)
     pixels, ok = decode_images(frames.raw.select(POINTER_COLUMNS).rows(), recipe.image_px, workers=1)
@@ -236,7 +259,7 @@ def test_cli_eval_prints_the_comparison_and_refuses_another_crawls_truth(world_e
     import subprocess
     import sys
 
-    settings, _, _, crawl = world_eval
+    settings, _, _, crawl, _ = world_eval
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPTION_ASSETS_", "DAGSTER_HOME"))}
     env["DAGSTER_HOME"] = str(tmp_path / "home")
     cmd = [sys.executable, "-m", "caption_assets.cli", "eval", "--out", str(settings.data_dir), "--steps", "5", "--seeds", "3"]
@@ -255,7 +278,7 @@ def test_cli_eval_prints_the_comparison_and_refuses_another_crawls_truth(world_e
 def test_trace_follows_a_pair_through_every_stage(world_eval):
     from caption_assets.trace import render_text, trace
 
-    settings, truth, _, _ = world_eval
+    settings, truth, _, _, _ = world_eval
     lake = settings.lake_dir
     manifest = pl.read_parquet(lake / "compressed_dataset" / "manifest.parquet")
     uid = manifest["uid"][0]
@@ -274,6 +297,78 @@ def test_trace_follows_a_pair_through_every_stage(world_eval):
     assert trace(lake, f"{broken['shard']}::no-such-key") is None
 
 
+def test_hostile_shards_go_through_every_stage_and_every_reader(world_eval, tmp_path):
+    """Broken shards (cut, unreadable, empty, a sidecar that does not read) and every bad member beside a world
+    crawl: every run and check green, every planted reason in the quarantine, the funnel reconciled shard by shard
+    and stage to stage, and every reader of the lake (report, gallery, trace, stage truth, `caption-assets report`)
+    takes the quarantine rows that have no key."""
+    import os
+    import subprocess
+    import sys
+
+    from caption_assets.gallery import sample_outcomes
+    from caption_assets.ingest import quarantine_uid
+    from caption_assets.trace import trace
+    from resources import QualityWarehouse
+
+    settings, truth, result, _, runs = world_eval
+    checks = [e.event_specific_data for r in runs for e in r.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert {"raw_pairs_reconcile", "export_matches_manifest", "no_degenerate_captions"} <= {c.check_name for c in checks}
+    assert all(c.passed for c in checks), [c.check_name for c in checks if not c.passed]
+
+    wh = QualityWarehouse(path=str(settings.warehouse_path))
+    planted = truth.filter(pl.col("expected_quarantine").is_not_null()).group_by("shard", "expected_quarantine").len().sort(pl.all())
+    got = wh.query("SELECT partition AS shard, reason AS expected_quarantine, count(*)::UINTEGER AS len FROM quarantine WHERE stage = 'raw_pairs' GROUP BY ALL")
+    assert got.sort(pl.all()).equals(planted.cast({"len": pl.UInt32}))
+    keyless = wh.query("SELECT partition, reason FROM quarantine WHERE key IS NULL ORDER BY ALL")
+    assert keyless.rows() == [("a.tar", "unsafe_path"), ("a.tar", "unsafe_path"), ("broken.parquet", "unreadable_shard"), ("cut.tar", "truncated_tar"),
+                              ("garbage.tar", "unreadable_shard"), ("side.tar", "unreadable_sidecar")]
+    f = wh.funnel()
+    n = lambda stage, outcome, shard=None: int(f.filter((pl.col("stage") == stage) & (pl.col("outcome") == outcome)  # noqa: E731
+                                                        & (pl.col("partition") == shard if shard else pl.lit(True)))["count"].sum())
+    per_shard = truth.group_by("shard").agg(planted=pl.len(), good=pl.col("expected_quarantine").is_null().sum())
+    for shard, planted_n, good in per_shard.iter_rows():
+        assert n("raw_pairs", "in", shard) == planted_n, shard  # every record seen, including the shard-level failures
+        assert n("raw_pairs", "passed", shard) + n("raw_pairs", "flagged", shard) == good, shard
+        assert n("scored_pairs", "in", shard) == good, shard
+    assert n("raw_pairs", "in", "empty.tar") == 0 and n("scored_pairs", "in", "empty.tar") == 0
+    assert n("recaptioned_pairs", "in") == n("scored_pairs", "kept") and n("fused_captions", "in") == n("recaptioned_pairs", "kept")
+    assert n("compressed_dataset", "in") == n("fused_captions", "in") > 0
+    exported = pl.read_parquet(settings.lake_dir / "compressed_dataset" / "manifest.parquet")
+    assert exported.height == n("compressed_dataset", "selected") > 0
+
+    report = (settings.lake_dir / "compressed_dataset" / "report.html").read_text()
+    assert "could not be drawn" not in report and "quarantined at raw_pairs: truncated_tar" in report and "cut.tar::@cut.tar@" in report
+    rows = sample_outcomes(settings.lake_dir, per_outcome=100)
+    assert all(r["uid"] for r in rows)
+    by_outcome = {r["outcome"]: r for r in rows}
+    for reason in ("truncated_tar", "unreadable_shard", "unreadable_sidecar", "unsafe_path", "decompression_bomb", "caption_not_utf8"):
+        assert f"quarantined at raw_pairs: {reason}" in by_outcome, reason
+
+    quarantined = pl.read_parquet(settings.lake_dir / "raw_pairs_quarantine" / "*.parquet").with_columns(uid=quarantine_uid())
+    assert quarantined["uid"].is_unique().all() and quarantined["uid"].null_count() == 0
+    for uid, reason, member in quarantined.filter(pl.col("key").is_null()).select("uid", "reason", "member").rows():
+        t = trace(settings.lake_dir, uid)
+        assert t is not None and list(t["stages"]) == ["raw_pairs"], uid
+        assert t["stages"]["raw_pairs"]["outcome"] == "quarantined" and t["stages"]["raw_pairs"]["reason"] == reason and t["stages"]["raw_pairs"]["member"] == member
+
+    st = {(r["stage"], r["metric"]): (r["value"], r["n"]) for r in wh.latest_evaluation()[1].iter_rows(named=True)}
+    expected_q = truth.filter(pl.col("expected_quarantine").is_not_null()).height
+    assert st["raw_pairs", "quarantine_recall"] == (1.0, expected_q) and st["raw_pairs", "quarantine_reason_accuracy"] == (1.0, expected_q)
+    assert st["raw_pairs", "good_pairs_quarantined"] == (0.0, truth.height - expected_q)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPTION_ASSETS_", "DAGSTER_HOME"))}
+    cli = [sys.executable, "-m", "caption_assets.cli"]
+    cut = quarantined.filter(pl.col("reason") == "truncated_tar")["uid"][0]
+    traced = subprocess.run([*cli, "trace", cut, "--json", "--out", str(settings.data_dir)], capture_output=True, text=True, env=env, timeout=120)
+    assert traced.returncode == 0, traced.stderr
+    assert json.loads(traced.stdout)["stages"]["raw_pairs"]["reason"] == "truncated_tar"
+    page = tmp_path / "report.html"
+    done = subprocess.run([*cli, "report", "--out", str(settings.data_dir), "--html", str(page)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "unreadable_sidecar" in done.stdout and "could not be drawn" not in page.read_text() and "cut.tar::@cut.tar@" in page.read_text()
+
+
 def test_report_gallery_in_a_real_browser(world_eval, tmp_path):
     """The gallery renders, its thumbnails load, and the outcome filter shows only that outcome's cards."""
     import shutil
@@ -286,7 +381,7 @@ def test_report_gallery_in_a_real_browser(world_eval, tmp_path):
         pytest.skip("Chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    settings, _, _, _ = world_eval
+    settings, _, _, _, _ = world_eval
     page_file = tmp_path / "report.html"
     page_file.write_text(build_report(LakeStorage(root=str(settings.lake_dir)), QualityWarehouse(path=str(settings.warehouse_path)), gallery_per_outcome=3))
     selection = pl.read_parquet(settings.lake_dir / "compressed_dataset" / "selection.parquet")
@@ -317,7 +412,7 @@ def test_cli_trace_json_and_unknown_uid(world_eval):
     import subprocess
     import sys
 
-    settings, _, _, _ = world_eval
+    settings, _, _, _, _ = world_eval
     uid = pl.read_parquet(settings.lake_dir / "compressed_dataset" / "manifest.parquet")["uid"][0]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPTION_ASSETS_", "DAGSTER_HOME"))}
     cmd = [sys.executable, "-m", "caption_assets.cli", "trace", "--out", str(settings.data_dir)]

@@ -23,7 +23,7 @@ from PIL import Image
 from caption_assets.compress import Compression, CompressConfig, compress
 from caption_assets.degeneration import is_degenerate
 from caption_assets.metadata import md_table
-from caption_assets.report import before_after, plots, render_html
+from caption_assets.report import before_after, evaluation_html, images_html, plots, render_html, table_html
 from caption_assets.settings import profile_section
 from resources import LakeStorage, QualityWarehouse
 
@@ -77,33 +77,44 @@ def selection_frame(df: pl.DataFrame, res: Compression) -> pl.DataFrame:
     )
 
 
-def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[str, str] | None = None, gallery_per_outcome: int = 4) -> str:
-    """The HTML page from what is on disk: the warehouse funnel, the comparison table, the selection, the
-    latest curation_eval, and a gallery of sampled pairs per outcome. ``images`` (plots), when not given,
-    are the ones the export saved (``plots.json``), or recomputed from ``selection.parquet`` for an export
-    written before it saved them."""
+FUNNEL_SQL = (
+    "SELECT * FROM (SELECT stage, outcome, coalesce(reason, '') AS reason, sum(count)::BIGINT AS count FROM funnel GROUP BY ALL) "
+    "ORDER BY list_position(['raw_pairs', 'scored_pairs', 'recaptioned_pairs', 'fused_captions', 'compressed_dataset'], stage), outcome, count DESC"
+)
+
+
+def saved_plots(lake: LakeStorage) -> dict[str, str]:
+    """The plots the export saved (``plots.json``), or recomputed from ``selection.parquet`` for an export
+    written before it saved them; none before the first export."""
+    sel_path, saved = export_dir(lake) / "selection.parquet", export_dir(lake) / PLOTS
+    if saved.exists():
+        return json.loads(saved.read_text())
+    if not sel_path.exists():
+        return {}
+    sel = pl.read_parquet(sel_path)
+    df = load_fused(lake).join(sel.select("uid", "cluster", "selected", "drop_reason", "selection_score"), on="uid", how="inner")
+    res = Compression(df["cluster"].to_numpy(), (df["drop_reason"] == "exact_duplicate").to_numpy(), (df["drop_reason"] == "semantic_duplicate").to_numpy(),
+                      df["selected"].to_numpy(), df["selection_score"].to_numpy(), int(df["cluster"].max() or 0) + 1, int(df["selected"].sum()),
+                      (df["drop_reason"] == "degenerate_caption").to_numpy())
+    return plots(df, res)
+
+
+def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[str, str] | None = None, gallery_per_outcome: int = 4,
+                 problems: list[str] | None = None) -> str:
+    """The HTML page from what is on disk: the warehouse funnel, the comparison table, the selection's plots
+    (``images``, else the saved ones), the latest curation_eval, and a gallery of sampled pairs per outcome.
+    Each part is drawn on its own: one that fails becomes a note in its place (and a line in ``problems``)."""
     from caption_assets.gallery import gallery_html, sample_outcomes
 
-    funnel = warehouse.query(
-        "SELECT * FROM (SELECT stage, outcome, coalesce(reason, '') AS reason, sum(count)::BIGINT AS count FROM funnel GROUP BY ALL) "
-        "ORDER BY list_position(['raw_pairs', 'scored_pairs', 'recaptioned_pairs', 'fused_captions', 'compressed_dataset'], stage), outcome, count DESC"
-    )
-    comparison = warehouse.query("SELECT metric, before, after FROM comparison")
-    sel_path, saved = export_dir(lake) / "selection.parquet", export_dir(lake) / PLOTS
-    if images is None and saved.exists():
-        images = json.loads(saved.read_text())
-    if images is None and sel_path.exists():
-        sel = pl.read_parquet(sel_path)
-        df = load_fused(lake).join(sel.select("uid", "cluster", "selected", "drop_reason", "selection_score"), on="uid", how="inner")
-        res = Compression(df["cluster"].to_numpy(), (df["drop_reason"] == "exact_duplicate").to_numpy(), (df["drop_reason"] == "semantic_duplicate").to_numpy(),
-                          df["selected"].to_numpy(), df["selection_score"].to_numpy(), int(df["cluster"].max() or 0) + 1, int(df["selected"].sum()),
-                          (df["drop_reason"] == "degenerate_caption").to_numpy())
-        images = plots(df, res)
     out = export_dir(lake)
-    images = images or {}
     paths = {"shards": str(out / "shard-*.tar"), "manifest": str(out / "manifest.parquet"), "warehouse": warehouse.path}
-    gallery = gallery_html(sample_outcomes(Path(lake.root), gallery_per_outcome))
-    return render_html(funnel, comparison, images, paths, *warehouse.latest_evaluation(), gallery=gallery)
+    return render_html(paths, {
+        "comparison": lambda: table_html(warehouse.query("SELECT metric, before, after FROM comparison")),
+        "distributions": lambda: images_html(images if images is not None else saved_plots(lake)),
+        "evaluation": lambda: evaluation_html(*warehouse.latest_evaluation()),
+        "funnel": lambda: table_html(warehouse.query(FUNNEL_SQL)),
+        "gallery": lambda: gallery_html(sample_outcomes(Path(lake.root), gallery_per_outcome)),
+    }, problems)
 
 
 @asset(
@@ -136,8 +147,10 @@ def compressed_dataset(context: AssetExecutionContext, config: CompressedDataset
     warehouse.replace_comparison(comparison, context.run.run_id)
     images = plots(df, res) if df.height else {}
     (out / PLOTS).write_text(json.dumps(images))  # later reports (curation_eval, `caption-assets report`) reuse them
-    report = out / "report.html"
-    report.write_text(build_report(lake, warehouse, images, config.gallery_per_outcome), encoding="utf-8")
+    report, not_drawn = out / "report.html", []
+    report.write_text(build_report(lake, warehouse, images, config.gallery_per_outcome, not_drawn), encoding="utf-8")
+    for line in not_drawn:
+        context.log.warning(f"report.html: {line}")
     achieved = res.selected.sum() / max(df.height, 1)
     yield MaterializeResult(
         metadata={
@@ -154,6 +167,7 @@ def compressed_dataset(context: AssetExecutionContext, config: CompressedDataset
             "shards": MetadataValue.path(str(out)),
             "manifest": MetadataValue.path(str(out / "manifest.parquet")),
             "report": MetadataValue.path(str(report)),
+            "report_parts_not_drawn": MetadataValue.text("; ".join(not_drawn) or "none"),
         }
     )
     eligible = int((~res.exact_dup & ~res.semantic_dup & ~res.degenerate).sum())

@@ -19,7 +19,7 @@ MISALIGNED = ("misaligned", "misaligned_web")
 BOILERPLATE = ("boilerplate", "site_text")
 LOW_ALIGNMENT_REASONS = ("low_clip_score", "low_reward_score")  # scored_pairs' reasons that claim a mismatch
 DUPLICATE_REASONS = ("exact_duplicate", "semantic_duplicate")
-IN_WORLD = pl.col("noise") != "ood_photo"  # photos have no attribute truth
+IN_WORLD = ~pl.col("noise").is_in(["ood_photo", "broken"])  # photos and hostile records have no attribute truth
 STAGE_TRUTH_SCHEMA = {"stage": pl.String, "metric": pl.String, "value": pl.Float64, "n": pl.Int64}
 
 
@@ -41,15 +41,24 @@ def _ratio(rows: list, stage: str, metric: str, hits: int, n: int) -> None:
 
 
 def quarantine_metrics(truth: pl.DataFrame, quarantine: pl.DataFrame, raw: pl.DataFrame) -> list[tuple]:
-    """Hostile members quarantined, with the reason the crawl planted; nothing good quarantined."""
+    """Hostile members quarantined, with the reason the crawl planted; nothing good quarantined.
+
+    A planted failure without a key (a cut or unreadable shard, a sidecar that does not read) is found
+    when its shard has a keyless quarantine row, and found for the right reason when one of them names it."""
     rows: list = []
     expected = truth.filter(pl.col("expected_quarantine").is_not_null()).select("shard", "key", "expected_quarantine")
-    q = quarantine.group_by("shard", "key").agg(pl.col("reason").first())
-    got = expected.join(q, on=["shard", "key"], how="left")
-    _ratio(rows, "raw_pairs", "quarantine_recall", got["reason"].is_not_null().sum(), got.height)
-    _ratio(rows, "raw_pairs", "quarantine_reason_accuracy", (got["reason"] == got["expected_quarantine"]).sum(), got.height)
+    q = quarantine.filter(pl.col("key").is_not_null()).group_by("shard", "key").agg(pl.col("reason").first())
+    keyed = expected.filter(pl.col("key").is_not_null()).join(q, on=["shard", "key"], how="left").select(
+        found=pl.col("reason").is_not_null(), right=(pl.col("reason") == pl.col("expected_quarantine")).fill_null(False))
+    keyless_q = quarantine.filter(pl.col("key").is_null()).group_by("shard").agg(reasons=pl.col("reason"))
+    keyless = expected.filter(pl.col("key").is_null()).join(keyless_q, on="shard", how="left").select(
+        found=pl.col("reasons").is_not_null(), right=pl.col("reasons").list.contains(pl.col("expected_quarantine")).fill_null(False))
+    got = pl.concat([keyed, keyless])
+    _ratio(rows, "raw_pairs", "quarantine_recall", got["found"].sum(), got.height)
+    _ratio(rows, "raw_pairs", "quarantine_reason_accuracy", got["right"].sum(), got.height)
     good = truth.filter(pl.col("expected_quarantine").is_null())
-    wrongly = good.join(q, on=["shard", "key"], how="inner").height
+    # a later record under a good pair's key (duplicate_key) is quarantined while the pair itself is ingested
+    wrongly = good.join(q, on=["shard", "key"], how="semi").join(raw.select("uid"), on="uid", how="anti").height
     _ratio(rows, "raw_pairs", "good_pairs_quarantined", wrongly, good.height)
     _ratio(rows, "raw_pairs", "good_pairs_ingested", good.join(raw.select("uid"), on="uid", how="semi").height, good.height)
     return rows
