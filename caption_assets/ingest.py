@@ -20,7 +20,7 @@ import polars as pl
 from caption_assets.heuristics import HeuristicConfig, add_flags
 from caption_assets.images import DEFAULT_MAX_PIXELS, BadImage, inspect_image
 from caption_assets.readers import Record, iter_records
-from caption_assets.text import DEFAULT_MAX_CAPTION_CHARS, BadCaption, decode_caption, normalise_caption
+from caption_assets.text import DEFAULT_MAX_CAPTION_CHARS, BadCaption, decode_caption, normalise_caption, storable
 
 RAW_PAIRS_SCHEMA = {
     "uid": pl.String,
@@ -91,6 +91,8 @@ def _examine(rec: Record, shard: str, limits: IngestLimits) -> tuple | BadCaptio
     if rec.problem is not None:
         return BadImage(*rec.problem)
     assert rec.key is not None and rec.ref is not None and rec.image is not None
+    if storable(rec.key) != rec.key:
+        return BadCaption("key_not_utf8", f"key {storable(rec.key)!r} is not UTF-8 text")
     try:
         caption_raw = decode_caption(rec.caption, limits.max_caption_chars)
         caption = normalise_caption(caption_raw)
@@ -102,8 +104,8 @@ def _examine(rec: Record, shard: str, limits: IngestLimits) -> tuple | BadCaptio
     return (
         uid_for(shard, rec.key), rec.key, shard, rec.ref.container, rec.ref.path, rec.ref.member,
         rec.ref.offset, rec.ref.length, info.sha256, info.phash, info.width, info.height, info.format,
-        info.num_bytes, caption, caption_raw, rec.url,
-        json.dumps(rec.meta, sort_keys=True, default=str) if rec.meta else None,
+        info.num_bytes, caption, caption_raw, storable(rec.url),
+        json.dumps({str(k): v for k, v in rec.meta.items()}, sort_keys=True, default=str) if rec.meta else None,
     )
 
 
@@ -132,7 +134,7 @@ def ingest_shard(
             for name, value in zip(RAW_PAIRS_SCHEMA, out):
                 cols[name].append(value)
         else:
-            for name, value in zip(QUARANTINE_SCHEMA, (shard, "raw_pairs", rec.key, rec.member, out.reason, out.message)):
+            for name, value in zip(QUARANTINE_SCHEMA, (shard, "raw_pairs", storable(rec.key), storable(rec.member), out.reason, storable(out.message))):
                 quarantine[name].append(value)
 
     # the main thread reads the shard while the pool decodes what it read before; results stay in shard order

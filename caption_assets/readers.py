@@ -115,7 +115,7 @@ def split_key(name: str) -> tuple[str, str]:
 
 
 def is_unsafe_member(name: str) -> bool:
-    return name.startswith(("/", "\\")) or ".." in PurePosixPath(name.replace("\\", "/")).parts or ":" in name[:3]
+    return name.startswith(("/", "\\")) or ".." in PurePosixPath(name.replace("\\", "/")).parts or ":" in name[:3] or "\0" in name
 
 
 def iter_tar(path: Path) -> Iterator[Record]:
@@ -129,7 +129,7 @@ def iter_tar(path: Path) -> Iterator[Record]:
     seen: set[str] = set()
     group: list[Member] = []
     group_key: str | None = None
-    resolved = str(path.resolve())
+    resolved, shard_bytes = str(path.resolve()), path.stat().st_size
     with tf:
         while True:
             try:
@@ -145,7 +145,7 @@ def iter_tar(path: Path) -> Iterator[Record]:
                     yield Record(None, m.name, problem=("unsupported_member", "tar member is a link or device, not a file"))
                     continue
                 key, ext = split_key(m.name)
-                data = _member_bytes(tf, m)
+                data = _member_bytes(tf, m, shard_bytes)
                 member = Member(ext, m.name, data, ImageRef("tar", resolved, m.name, m.offset_data, m.size))
             except (tarfile.ReadError, EOFError, OSError) as exc:
                 if group:
@@ -166,10 +166,15 @@ def iter_tar(path: Path) -> Iterator[Record]:
             yield Record(None, f"{path.name}@{tf.offset}", problem=("truncated_tar", f"{tail} trailing bytes do not form a tar header"))
 
 
-def _member_bytes(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
-    """A regular member's bytes by seek+read (cheaper than extractfile); short read = truncated tar."""
+def _member_bytes(tf: tarfile.TarFile, m: tarfile.TarInfo, shard_bytes: int) -> bytes:
+    """A regular member's bytes by seek+read (cheaper than extractfile); short read = truncated tar.
+
+    A header may claim any size: one that runs past the end of the shard is a truncated tar, found
+    before ``read`` would allocate the claimed size (gigabytes, from a kilobyte of corrupt header)."""
     f = tf.fileobj
     assert f is not None
+    if m.offset_data + m.size > shard_bytes:
+        raise tarfile.ReadError(f"member {m.name!r} claims {m.size} bytes, past the end of the shard")
     f.seek(m.offset_data)
     data = f.read(m.size)
     if len(data) != m.size:
@@ -266,26 +271,35 @@ def iter_img2dataset_parquet(path: Path) -> Iterator[Record]:
     caption_col = next((c for c in CAPTION_COLUMNS if c in names), None)
     row = 0
     seen: set[str] = set()
-    for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS):
-        cols = batch.to_pydict()
-        for i in range(batch.num_rows):
-            key = _str_or_none(cols["key"][i]) if "key" in cols else f"{row:09d}"
-            key = key or f"{row:09d}"
-            url = _str_or_none(cols.get("url", [None] * batch.num_rows)[i])
-            caption = cols[caption_col][i] if caption_col else None
-            status = cols["status"][i] if "status" in cols else "success"
-            meta = {c: cols[c][i] for c in ("error_message", "width", "height", "original_width", "original_height", "exif") if c in cols}
+    resolved = str(path.resolve())
+    batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+    while True:
+        try:  # a corrupt page fails here, rows into the file
+            batch = next(batches, None)
+        except Exception as exc:  # noqa: BLE001 - the rows read so far stand; the rest is one quarantine row
+            yield Record(None, f"{path.name}@row {row}", problem=("unreadable_shard", f"rows from {row} on do not read: {exc}"))
+            return
+        if batch is None:
+            break
+        for r in _batch_rows(batch):
             member = f"row {row}"
+            if isinstance(r, Exception):
+                yield Record(None, member, problem=("unreadable_row", f"row {row} does not read: {r}"))
+                row += 1
+                continue
+            key = (_str_or_none(r["key"]) if "key" in r else None) or f"{row:09d}"
+            url, caption, status = _str_or_none(r.get("url")), r.get(caption_col) if caption_col else None, r.get("status", "success")
+            meta = {c: r[c] for c in ("error_message", "width", "height", "original_width", "original_height", "exif") if c in r}
             rec: Record
             if key in seen:
                 rec = Record(key, member, problem=("duplicate_key", f"key {key!r} appears again later in the shard"))
             elif status != "success":
                 rec = Record(key, member, url=url, problem=failed_download(status, meta.get("error_message")))
-            elif image_col is not None and cols[image_col][i] is not None:
-                data = cols[image_col][i]
-                rec = Record(key, member, ImageRef("parquet", str(path.resolve()), image_col, row, len(data)), data, caption, url, meta)
-            elif path_col is not None and cols[path_col][i]:
-                rec = _file_record(path.parent, key, str(cols[path_col][i]), caption, url, meta)
+            elif image_col is not None and r[image_col] is not None:
+                data = r[image_col]
+                rec = Record(key, member, ImageRef("parquet", resolved, image_col, row, len(data)), data, caption, url, meta)
+            elif path_col is not None and r[path_col]:
+                rec = _file_record(path.parent, key, str(r[path_col]), caption, url, meta)
             else:
                 rec = Record(key, member, caption=caption, url=url, problem=("missing_image", "row has neither image bytes nor an image path"))
             if caption_col and not isinstance(caption, (str, bytes, type(None))):
@@ -293,6 +307,21 @@ def iter_img2dataset_parquet(path: Path) -> Iterator[Record]:
             seen.add(key)
             row += 1
             yield rec
+
+
+def _batch_rows(batch: pa.RecordBatch) -> list[dict[str, Any] | Exception]:
+    """A batch's rows as dicts; when the batch does not convert (text that is not UTF-8), row by row,
+    so one bad cell costs its own row only."""
+    try:
+        return batch.to_pylist()
+    except Exception:  # noqa: BLE001 - retried row by row below
+        out: list[dict[str, Any] | Exception] = []
+        for i in range(batch.num_rows):
+            try:
+                out.append(batch.slice(i, 1).to_pylist()[0])
+            except Exception as exc:  # noqa: BLE001 - this row becomes its own quarantine row
+                out.append(exc)
+        return out
 
 
 def _str_or_none(v: Any) -> str | None:
@@ -358,12 +387,15 @@ def _file_record(base: Path, key: str, image: str, caption: Any, url: str | None
         return Record(key, member, problem=("unsafe_path", f"image path {image!r} is absolute or climbs out with '..'"))
     file = base / image
     try:
-        data = file.read_bytes()
+        resolved = file.resolve()
+        if not resolved.is_relative_to(base.resolve()):  # a link inside the crawl that points out of it
+            return Record(key, member, problem=("unsafe_path", f"image path {image!r} resolves outside the shard's folder"))
+        data = resolved.read_bytes()
     except FileNotFoundError:
         return Record(key, member, caption=caption, url=url, problem=("missing_image_file", f"manifest points at {image!r}, which does not exist"))
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
         return Record(key, member, problem=("missing_image_file", f"cannot read {image!r}: {exc}"))
-    return Record(key, member, ImageRef("file", str(file.resolve()), None, 0, len(data)), data, caption, url, meta)
+    return Record(key, member, ImageRef("file", str(resolved), None, 0, len(data)), data, caption, url, meta)
 
 
 # --------------------------------------------------------------------------- reading bytes back

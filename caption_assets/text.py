@@ -46,6 +46,18 @@ def decode_caption(raw: bytes | str | None, max_chars: int = DEFAULT_MAX_CAPTION
     return text
 
 
+def storable(text: str | None) -> str | None:
+    """Text that UTF-8 can store. Names read with surrogateescape (tar member names, CSV cells that are
+    not UTF-8 on disk) keep their undecodable bytes as visible ``\\xNN`` escapes instead of failing the write."""
+    if text is None or text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def normalise_caption(text: str) -> str:
     """ftfy repair (mojibake, HTML entities), tags removed, whitespace collapsed."""
     if text.isascii() and "&" not in text and "<" not in text:

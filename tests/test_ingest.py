@@ -178,3 +178,51 @@ def test_discover_shards_lists_each_shard_file_once(tmp_path: Path):
     (tmp_path / "sub" / "img.jpg").write_bytes(image_bytes())
     (tmp_path / ".hidden.tar").write_bytes(b"")
     assert discover_shards(tmp_path) == ["a.tar", "sub/b.tar"]
+
+
+def test_what_the_fuzzer_found(tmp_path: Path):
+    """Each of these once escaped ingest (tests/test_fuzz_shards.py found them); each is now a quarantine row."""
+    import os
+    import tarfile
+
+    # a header that claims 6 GB: read() would have allocated it before finding the shard too short
+    write_tar(tmp_path / "big.tar", wds_members(2))
+    data = bytearray((tmp_path / "big.tar").read_bytes())
+    second = next(i for i in range(512, len(data), 512) if data[i + 257: i + 262] == b"ustar")
+    data[second + 124: second + 136] = f"{6_324_739_034:011o}\0".encode()
+    data[second + 148: second + 156] = b" " * 8
+    data[second + 148: second + 156] = f"{sum(data[second: second + 512]):06o}\0 ".encode()
+    (tmp_path / "big.tar").write_bytes(bytes(data))
+    r = ingest_shard(tmp_path / "big.tar", "big.tar")
+    assert r.pairs.height == 0 and r.quarantine.select("key", "reason").rows() == [("00000", "missing_caption"), (None, "truncated_tar")]
+    assert "past the end of the shard" in r.quarantine["message"][1]
+    with tarfile.open(tmp_path / "big.tar") as tf:  # the first member is intact
+        assert tf.next().name == "00000.jpg"
+
+    # an img2dataset parquet with a caption that is not UTF-8: that row alone is quarantined
+    good = image_bytes(seed=3)
+    write_parquet(tmp_path / "text.parquet", [{"key": f"k{i}", "caption": f"caption {i}", "jpg": good} for i in range(6)])
+    data = (tmp_path / "text.parquet").read_bytes()
+    at = data.index(b"caption 5")
+    (tmp_path / "text.parquet").write_bytes(data[:at] + b"\xc0" + data[at + 1:])
+    r = ingest_shard(tmp_path / "text.parquet", "text.parquet")
+    assert r.pairs["key"].to_list() == ["k0", "k1", "k2", "k3", "k4"]
+    assert r.quarantine.select("key", "member", "reason").rows() == [(None, "row 5", "unreadable_row")]
+
+    # a CSV row with more cells than its header, and a key that is not UTF-8
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.jpg").write_bytes(good)
+    (tmp_path / "m.csv").write_bytes(b"key,image_path,caption\nk1,imgs/a.jpg,a red square,surplus,cells\nk\xff2,imgs/a.jpg,a red square\n")
+    r = ingest_shard(tmp_path / "m.csv", "m.csv")
+    assert r.pairs["key"].to_list() == ["k1"] and json.loads(r.pairs["meta_json"][0]) == {"None": ["surplus", "cells"]}
+    assert r.quarantine.select("key", "reason").rows() == [("k\\xff2", "key_not_utf8")]
+
+    # manifest paths that leave the shard's folder: through a link inside it, or cut short by a NUL byte
+    (tmp_path / "outside.jpg").write_bytes(good)
+    crawl = tmp_path / "crawl"
+    (crawl / "imgs").mkdir(parents=True)
+    os.symlink(tmp_path / "outside.jpg", crawl / "imgs" / "link.jpg")
+    rows = [{"key": "l", "image_path": "imgs/link.jpg", "caption": "x"}, {"key": "n", "image_path": "imgs/link.jpg\x00.png", "caption": "x"}]
+    (crawl / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = ingest_shard(crawl / "m.jsonl", "m.jsonl")
+    assert r.pairs.height == 0 and r.quarantine.select("key", "reason").rows() == [("l", "unsafe_path"), ("n", "unsafe_path")]
