@@ -1,5 +1,10 @@
 """Write the selected pairs as training-ready WebDataset shards plus ``manifest.parquet``.
 
+Beside them, the counts a training script asks for: ``dataset_info.json`` (samples, shards, samples per shard,
+the members each sample has, a brace pattern of the shards, the samples as Hugging Face ``datasets`` features),
+the same JSON in the manifest's Parquet key-value metadata (``caption_assets.dataset_info``), and ``sizes.json``
+({shard: samples}, the file open_clip's training script reads when ``--train-num-samples`` is not given).
+
 Images are copied here, once, from their source shards. The folder is built under a temporary
 name and swapped in by rename, so readers see either the old export or the new one, never a mix.
 """
@@ -19,6 +24,24 @@ from caption_assets.ingest import POINTER_COLUMNS
 from caption_assets.readers import read_image_bytes
 
 SIGNATURES = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG", "png"))
+DATASET_INFO = "dataset_info.json"
+INFO_METADATA_KEY = "caption_assets.dataset_info"
+SCORE_FIELDS = ("alt_clip", "synthetic_clip", "fused_clip", "final_clip", "final_reward", "selection")
+
+
+def _hf_value(dtype: str) -> dict:
+    return {"dtype": dtype, "_type": "Value"}
+
+
+_STR, _F64, _I64 = _hf_value("string"), _hf_value("float64"), _hf_value("int64")
+# Each sample's key.json, as Hugging Face `datasets` Features (its Features.to_dict form): given to load_dataset,
+# it spares the inference from the first 5 samples, which fails on a field null there (a fallback's fused_caption)
+# and drops images whose extension the first 5 did not show.
+META_FEATURES = {
+    "uid": _STR, "alt_text": _STR, "synthetic_caption": _STR, "fused_caption": _STR, "final_caption": _STR, "final_source": _STR,
+    "scores": {k: _F64 for k in SCORE_FIELDS}, "alignment_level": _I64, "cluster": _I64,
+    "lineage": {"source_shard": _STR, "source_key": _STR, "run_id": _STR},
+}
 
 
 def image_ext(data: bytes) -> str:
@@ -52,8 +75,8 @@ def write_webdataset(selected: pl.DataFrame, out_dir: Path, samples_per_shard: i
                     meta = {
                         "uid": r["uid"], "alt_text": r["caption"], "synthetic_caption": r["synthetic_caption"],
                         "fused_caption": r["fused_caption"], "final_caption": r["final_caption"], "final_source": r["final_source"],
-                        "scores": {"alt_clip": r["clip_score"], "synthetic_clip": r["synthetic_score"], "fused_clip": r["fused_score"],
-                                   "final_clip": r["final_score"], "final_reward": r["final_reward_score"], "selection": r["selection_score"]},
+                        "scores": dict(zip(SCORE_FIELDS, (r["clip_score"], r["synthetic_score"], r["fused_score"], r["final_score"],
+                                                          r["final_reward_score"], r["selection_score"]))),
                         "alignment_level": r["alignment_level"], "cluster": r["cluster"],
                         "lineage": {"source_shard": r["shard"], "source_key": r["key"], "run_id": run_id},
                     }
@@ -65,7 +88,10 @@ def write_webdataset(selected: pl.DataFrame, out_dir: Path, samples_per_shard: i
                     manifest.append({"key": r["key"], "shard": shard_name, "uid": r["uid"], "image_ext": ext, "image_bytes": len(data)})
         man = pl.DataFrame(manifest, schema={"key": pl.String, "shard": pl.String, "uid": pl.String, "image_ext": pl.String, "image_bytes": pl.Int64})
         man = man.join(rows.select("uid", pl.col("shard").alias("source_shard"), "final_caption", "final_source", "final_score", "final_reward_score", "cluster", "sha256"), on="uid", how="left")
-        man.write_parquet(tmp / "manifest.parquet")
+        info = dataset_info(man, samples_per_shard, run_id, veclip)
+        man.write_parquet(tmp / "manifest.parquet", metadata={INFO_METADATA_KEY: json.dumps(info, sort_keys=True)})
+        (tmp / DATASET_INFO).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        (tmp / "sizes.json").write_text(json.dumps(info["shard_samples"], indent=2) + "\n")
         old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
         if out_dir.exists():
             out_dir.rename(old)
@@ -74,3 +100,27 @@ def write_webdataset(selected: pl.DataFrame, out_dir: Path, samples_per_shard: i
         return man
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def dataset_info(manifest: pl.DataFrame, samples_per_shard: int, run_id: str, veclip: bool) -> dict:
+    """What a training script needs to know about an export without opening its shards (shards are numbered from 0)."""
+    per_shard = dict(manifest.group_by("shard").len().sort("shard").iter_rows())
+    last = len(per_shard) - 1
+    return {
+        "format": "webdataset",
+        "num_samples": manifest.height,
+        "num_shards": len(per_shard),
+        "samples_per_shard": samples_per_shard,
+        "shard_samples": per_shard,
+        # brace notation (open_clip's --train-data, webdataset), relative to this folder
+        "train_data": None if last < 0 else f"shard-{{00000..{last:05d}}}.tar" if last else "shard-00000.tar",
+        "members": {"image": sorted(manifest["image_ext"].unique().to_list()), "caption": "txt", "alt_text": "alt.txt" if veclip else None, "metadata": "json"},
+        "run_id": run_id,
+        "hf_features": hf_features(manifest["image_ext"].unique().sort().to_list(), veclip),
+    }
+
+
+def hf_features(image_exts: list[str], veclip: bool) -> dict:
+    """Every member of a sample as Hugging Face `datasets` Features (``Features.from_dict`` reads it); one image column per format."""
+    members = {ext: {"_type": "Image"} for ext in image_exts}
+    return {**members, "txt": _STR, **({"alt.txt": _STR} if veclip else {}), "json": META_FEATURES, "__key__": _STR, "__url__": _STR}

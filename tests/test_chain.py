@@ -94,6 +94,10 @@ def test_export_reads_back_with_webdataset_and_matches_the_manifest(chain):
         assert image.size[0] > 0 and caption == meta["final_caption"] and alt == meta["alt_text"]
         seen[key] = meta["uid"]
     assert seen == dict(zip(manifest["key"], manifest["uid"]))
+    info = json.loads((out / "dataset_info.json").read_text())  # the counts a training script reads, beside the manifest
+    assert info["num_samples"] == manifest.height == len(seen)
+    assert info["shard_samples"] == dict(manifest.group_by("shard").len().iter_rows()) == json.loads((out / "sizes.json").read_text())
+    assert sorted(info["shard_samples"]) == [p.rsplit("/", 1)[1] for p in sorted(glob.glob(str(out / "shard-*.tar")))] and info["num_shards"] == len(info["shard_samples"])
     assert manifest["uid"].is_unique().all()
     sel = pl.read_parquet(out / "selection.parquet")
     assert sel.filter("selected")["uid"].sort().to_list() == manifest["uid"].sort().to_list()
