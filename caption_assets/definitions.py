@@ -6,16 +6,17 @@ import os
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions, EnvVar, multiprocess_executor
 
-from caption_assets.assets.alignment_levels import alignment_levels
+from caption_assets.assets.alignment_levels import build_alignment_levels
 from caption_assets.assets.compressed import compressed_dataset
 from caption_assets.assets.evaluation import curation_eval
-from caption_assets.assets.experts import vision_expert_tags
-from caption_assets.assets.fusion import fused_captions
+from caption_assets.assets.experts import build_vision_expert_tags
+from caption_assets.assets.fusion import build_fused_captions
 from caption_assets.assets.raw_pairs import raw_pairs, raw_pairs_reconcile
-from caption_assets.assets.recaption import recaptioned_pairs
-from caption_assets.assets.reward_model import alignment_reward_model
-from caption_assets.assets.scored_pairs import scored_pairs
+from caption_assets.assets.recaption import build_recaptioned_pairs
+from caption_assets.assets.reward_model import build_alignment_reward_model
+from caption_assets.assets.scored_pairs import build_scored_pairs
 from caption_assets.jobs import compress_job, eval_job, ingest_job, levels_job, reward_model_job, shard_chain_job, shard_models_job
+from caption_assets.placement import LIMIT_TAG
 from caption_assets.schedules import build_schedules
 from caption_assets.sensors import build_crawl_sensor
 from caption_assets.settings import Settings, load_settings, profile_section
@@ -47,6 +48,10 @@ def build_resources(settings: Settings) -> dict[str, object]:
     }
 
 
+# The assets that load a model, built per settings: their pool and executor tags come from caption_assets/placement.py.
+MODEL_STEPS = (build_alignment_reward_model, build_alignment_levels, build_scored_pairs, build_recaptioned_pairs, build_vision_expert_tags, build_fused_captions)
+
+
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     if settings.profile == "demo":
@@ -55,8 +60,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     # curation_eval tests on the procedural world's held-out split: on for world crawls (demo), off for real ones.
     evaluate = bool(profile_section("evaluation", settings.profile).get("enabled", False))
     return Definitions(
-        assets=[raw_pairs, alignment_reward_model, alignment_levels, scored_pairs, recaptioned_pairs, vision_expert_tags, fused_captions, compressed_dataset,
-                *([curation_eval] if evaluate else [])],
+        assets=[raw_pairs, *(build(settings) for build in MODEL_STEPS), compressed_dataset, *([curation_eval] if evaluate else [])],
         asset_checks=[raw_pairs_reconcile],
         jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job, levels_job, compress_job, *([eval_job] if evaluate else [])],
         sensors=[
@@ -85,7 +89,8 @@ def build_executor(settings: Settings):
 
 
 def local_executor_config(settings: Settings) -> dict[str, object]:
-    return {"max_concurrent": settings.max_concurrent, "tag_concurrency_limits": [{"key": "gpu", "value": "true", "limit": 1}]}
+    key, value = LIMIT_TAG
+    return {"max_concurrent": settings.max_concurrent, "tag_concurrency_limits": [{"key": key, "value": value, "limit": 1}]}
 
 
 defs = build_definitions()

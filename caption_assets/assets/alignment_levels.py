@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from dagster import AssetExecutionContext, AutomationCondition, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetsDefinition, AssetExecutionContext, AutomationCondition, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 
 from caption_assets.ingest import POINTER_COLUMNS
 from caption_assets.metadata import md_histogram
+from caption_assets.placement import model_step
 from caption_assets.scoring import level_boundaries, levels_version, reference_sample
+from caption_assets.settings import Settings
 from resources import ClipScorer, LakeStorage
 
 ASSET = "alignment_levels"
@@ -46,19 +48,24 @@ def pair_scores(image: np.ndarray, text: np.ndarray) -> np.ndarray:
     return cosine(image.astype(np.float16).astype(np.float32), text.astype(np.float16).astype(np.float32))
 
 
-@asset(
-    deps=["raw_pairs"],
-    group_name="scoring",
-    kinds={"pytorch", "json"},
-    owners=["team:ml"],
-    tags={"gpu": "optional", "stage": "scoring"},
-    code_version="alignment_levels-v1",
-    automation_condition=AutomationCondition.on_missing(),
-    description=(
-        "Global alignment-level boundaries: CLIP-score quantiles over a stable reference sample of pairs from all "
-        "shards. Versioned by content (edges + scorer); every scored_pairs partition uses them and records the version."
-    ),
-)
+def build_alignment_levels(settings: Settings) -> AssetsDefinition:
+    """CLIP over the reference sample: a model step, placed by caption_assets/placement.py."""
+    return asset(
+        deps=["raw_pairs"],
+        group_name="scoring",
+        kinds={"pytorch", "json"},
+        owners=["team:ml"],
+        tags={"stage": "scoring"},
+        code_version="alignment_levels-v1",
+        automation_condition=AutomationCondition.on_missing(),
+        description=(
+            "Global alignment-level boundaries: CLIP-score quantiles over a stable reference sample of pairs from all "
+            "shards. Versioned by content (edges + scorer); every scored_pairs partition uses them and records the version."
+        ),
+        **model_step(settings),
+    )(alignment_levels)
+
+
 def alignment_levels(context: AssetExecutionContext, config: AlignmentLevelsConfig, clip: ClipScorer, lake: LakeStorage) -> MaterializeResult:
     files = lake.files("raw_pairs")
     if not files:

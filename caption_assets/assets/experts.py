@@ -2,30 +2,37 @@
 
 import numpy as np
 import polars as pl
-from dagster import AutomationCondition, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetsDefinition, AutomationCondition, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from caption_assets.ingest import POINTER_COLUMNS
 from caption_assets.metadata import counts_by, md_table, table_schema
 from caption_assets.partitions import shards_partitions
+from caption_assets.placement import model_step
+from caption_assets.settings import Settings
 from resources import ClipScorer, LakeStorage, VisionExperts
 
 STAGE = "vision_expert_tags"
 
 
-@asset(
-    partitions_def=shards_partitions,
-    automation_condition=AutomationCondition.eager(),
-    deps=["scored_pairs"],
-    group_name="captioning",
-    kinds={"pytorch", "parquet"},
-    owners=["team:ml"],
-    tags={"gpu": "optional", "stage": "captioning", "scope": "shard"},
-    code_version="vision_expert_tags-v1",
-    description=(
-        "Per kept pair: OCR text (Tesseract) and object tags (zero-shot CLIP over a tag vocabulary, reusing the "
-        "stored image embeddings), each with confidences. Each expert can be switched off in VisionExperts."
-    ),
-)
+def build_vision_expert_tags(settings: Settings) -> AssetsDefinition:
+    """Zero-shot CLIP tags (and OCR): a model step, placed by caption_assets/placement.py."""
+    return asset(
+        partitions_def=shards_partitions,
+        automation_condition=AutomationCondition.eager(),
+        deps=["scored_pairs"],
+        group_name="captioning",
+        kinds={"pytorch", "parquet"},
+        owners=["team:ml"],
+        tags={"stage": "captioning", "scope": "shard"},
+        code_version="vision_expert_tags-v1",
+        description=(
+            "Per kept pair: OCR text (Tesseract) and object tags (zero-shot CLIP over a tag vocabulary, reusing the "
+            "stored image embeddings), each with confidences. Each expert can be switched off in VisionExperts."
+        ),
+        **model_step(settings),
+    )(vision_expert_tags)
+
+
 def vision_expert_tags(context: AssetExecutionContext, experts: VisionExperts, clip: ClipScorer, lake: LakeStorage) -> MaterializeResult:
     shard = context.partition_key
     kept = lake.read("scored_pairs", shard).filter(pl.col("keep"))

@@ -2,14 +2,16 @@
 
 import numpy as np
 import polars as pl
-from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
+from dagster import AssetsDefinition, AssetKey, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
 
 from caption_assets.assets.reward_model import head_path
 from caption_assets.degeneration import is_degenerate
 from caption_assets.fusion import FusionInput, Guardrails, expert_facts, reject_reason, rule_fuse
 from caption_assets.metadata import counts_by, describe, md_table, preview, table_schema
 from caption_assets.partitions import shards_partitions
+from caption_assets.placement import model_step
 from caption_assets.reward import load_head, score_with_head
+from caption_assets.settings import Settings
 from resources import CaptionFuser, ClipScorer, LakeStorage, QualityWarehouse
 
 STAGE = "fused_captions"
@@ -83,23 +85,28 @@ def fuse_shard(rec: pl.DataFrame, experts: pl.DataFrame | None, fuser: CaptionFu
     return out
 
 
-@asset(
-    partitions_def=shards_partitions,
-    automation_condition=AutomationCondition.eager(),
-    deps=["recaptioned_pairs", "vision_expert_tags", "scored_pairs"],
-    group_name="captioning",
-    kinds={"parquet"},
-    owners=["team:ml"],
-    tags={"gpu": "optional", "stage": "fusion", "scope": "shard"},
-    code_version="fused_captions-v1",
-    retry_policy=RetryPolicy(max_retries=2, delay=10),
-    description=(
-        "CapsFusion / VeCLIP / FuseCap fusion of alt-text, synthetic caption and expert facts by the CaptionFuser. "
-        "A fused caption is accepted only if it is non-empty, within length bounds, no prompt echo or refusal, "
-        "mentions no entity or number absent from its inputs, and scores >= best input - margin; otherwise the best "
-        "input caption is kept, with the reason. Alt-text, synthetic and fused captions stay side by side."
-    ),
-)
+def build_fused_captions(settings: Settings) -> AssetsDefinition:
+    """CLIP on the fused captions (and a local LLM with the transformers fuser): a model step, placed by caption_assets/placement.py."""
+    return asset(
+        partitions_def=shards_partitions,
+        automation_condition=AutomationCondition.eager(),
+        deps=["recaptioned_pairs", "vision_expert_tags", "scored_pairs"],
+        group_name="captioning",
+        kinds={"parquet"},
+        owners=["team:ml"],
+        tags={"stage": "fusion", "scope": "shard"},
+        code_version="fused_captions-v1",
+        retry_policy=RetryPolicy(max_retries=2, delay=10),
+        description=(
+            "CapsFusion / VeCLIP / FuseCap fusion of alt-text, synthetic caption and expert facts by the CaptionFuser. "
+            "A fused caption is accepted only if it is non-empty, within length bounds, no prompt echo or refusal, "
+            "mentions no entity or number absent from its inputs, and scores >= best input - margin; otherwise the best "
+            "input caption is kept, with the reason. Alt-text, synthetic and fused captions stay side by side."
+        ),
+        **model_step(settings),
+    )(fused_captions)
+
+
 def fused_captions(
     context: AssetExecutionContext, config: FusionConfig, fuser: CaptionFuser, clip: ClipScorer, lake: LakeStorage, warehouse: QualityWarehouse
 ) -> MaterializeResult:

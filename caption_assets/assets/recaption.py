@@ -2,13 +2,15 @@
 
 import numpy as np
 import polars as pl
-from dagster import AutomationCondition, AssetExecutionContext, MaterializeResult, MetadataValue, asset
+from dagster import AssetsDefinition, AutomationCondition, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from caption_assets.decoding import distinct_ngram_ratio
 from caption_assets.degeneration import is_degenerate
 from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import describe, md_table, preview, table_schema
-from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
+from caption_assets.partitions import shards_partitions
+from caption_assets.placement import model_step
+from caption_assets.settings import Settings
 from resources import Captioner, ClipScorer, LakeStorage, QualityWarehouse
 
 STAGE = "recaptioned_pairs"
@@ -36,23 +38,26 @@ def rerank(image_emb: np.ndarray, candidates: list[list[str]], clip: ClipScorer)
     return [s.tolist() for s in per_row], best, best_emb
 
 
-@asset(
-    partitions_def=shards_partitions,
-    automation_condition=AutomationCondition.eager(),
-    op_tags=GPU_OP_TAGS,
-    pool="gpu",
-    deps=["scored_pairs"],
-    group_name="captioning",
-    kinds={"pytorch", "parquet"},
-    owners=["team:ml"],
-    tags={"gpu": "true", "stage": "captioning", "scope": "shard"},
-    code_version="recaptioned_pairs-v1",
-    description=(
-        "For every kept pair: synthetic caption candidates from the Captioner (greedy / beam / diverse beam "
-        "search / nucleus sampling), each scored against the stored image embedding with the ClipScorer; the "
-        "best one becomes synthetic_caption (RECAP / BLIP CapFilt-style best-of-N)."
-    ),
-)
+def build_recaptioned_pairs(settings: Settings) -> AssetsDefinition:
+    """The captioner and the CLIP rerank: a model step, placed by caption_assets/placement.py."""
+    return asset(
+        partitions_def=shards_partitions,
+        automation_condition=AutomationCondition.eager(),
+        deps=["scored_pairs"],
+        group_name="captioning",
+        kinds={"pytorch", "parquet"},
+        owners=["team:ml"],
+        tags={"stage": "captioning", "scope": "shard"},
+        code_version="recaptioned_pairs-v1",
+        description=(
+            "For every kept pair: synthetic caption candidates from the Captioner (greedy / beam / diverse beam "
+            "search / nucleus sampling), each scored against the stored image embedding with the ClipScorer; the "
+            "best one becomes synthetic_caption (RECAP / BLIP CapFilt-style best-of-N)."
+        ),
+        **model_step(settings),
+    )(recaptioned_pairs)
+
+
 def recaptioned_pairs(
     context: AssetExecutionContext, captioner: Captioner, clip: ClipScorer, lake: LakeStorage, warehouse: QualityWarehouse
 ) -> MaterializeResult:

@@ -2,11 +2,13 @@
 
 import numpy as np
 import polars as pl
-from dagster import AssetExecutionContext, Config, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import AssetsDefinition, AssetExecutionContext, Config, DataVersion, MaterializeResult, MetadataValue, asset
 
 from caption_assets.ingest import POINTER_COLUMNS
 from caption_assets.metadata import md_table
+from caption_assets.placement import model_step
 from caption_assets.reward import REWARD_CODE_VERSION, data_hash, expand_preferences, save_head, train_reward_head
+from caption_assets.settings import Settings
 from resources import AnnotationSource, ClipScorer, LakeStorage
 
 ASSET = "alignment_reward_model"
@@ -25,19 +27,24 @@ def head_path(lake: LakeStorage):
     return lake.asset_dir(ASSET) / "head.pt"
 
 
-@asset(
-    deps=["raw_pairs"],
-    group_name="scoring",
-    kinds={"pytorch"},
-    owners=["team:ml"],
-    tags={"gpu": "optional", "stage": "scoring"},
-    code_version=REWARD_CODE_VERSION,
-    description=(
-        "Compress & Align reward head on frozen CLIP embeddings, trained with a pairwise Bradley-Terry loss "
-        "from human preference annotations (JSONL under data/annotations). Held-out split by image, early "
-        "stopping. Versioned by code version + annotation/embedding hash; scored_pairs uses it when present."
-    ),
-)
+def build_alignment_reward_model(settings: Settings) -> AssetsDefinition:
+    """The referee embeds with CLIP: a model step, placed by caption_assets/placement.py."""
+    return asset(
+        deps=["raw_pairs"],
+        group_name="scoring",
+        kinds={"pytorch"},
+        owners=["team:ml"],
+        tags={"stage": "scoring"},
+        code_version=REWARD_CODE_VERSION,
+        description=(
+            "Compress & Align reward head on frozen CLIP embeddings, trained with a pairwise Bradley-Terry loss "
+            "from human preference annotations (JSONL under data/annotations). Held-out split by image, early "
+            "stopping. Versioned by code version + annotation/embedding hash; scored_pairs uses it when present."
+        ),
+        **model_step(settings),
+    )(alignment_reward_model)
+
+
 def alignment_reward_model(
     context: AssetExecutionContext, config: RewardConfig, clip: ClipScorer, lake: LakeStorage, annotations: AnnotationSource
 ) -> MaterializeResult:

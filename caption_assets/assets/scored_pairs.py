@@ -2,17 +2,18 @@
 
 import numpy as np
 import polars as pl
-from dagster import AssetKey, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetKey, AssetsDefinition, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from caption_assets.assets.reward_model import head_path
 from caption_assets.assets.alignment_levels import cosine, current_levels
 from caption_assets.heuristics import DEFAULT_DROP_FLAGS
 from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import counts_by, md_histogram, md_table, preview, table_schema
-from caption_assets.partitions import GPU_OP_TAGS, shards_partitions
+from caption_assets.partitions import shards_partitions
+from caption_assets.placement import model_step
 from caption_assets.reward import load_head, score_with_head
 from caption_assets.scoring import KeepRules, assign_levels, keep_decisions, levels_version
-from caption_assets.settings import profile_section
+from caption_assets.settings import Settings, profile_section
 from resources import ClipScorer, LakeStorage, QualityWarehouse
 
 STAGE = "scored_pairs"
@@ -67,23 +68,26 @@ def level_edges(config: ScoredPairsConfig, lake: LakeStorage, clip: ClipScorer) 
     return list(levels["boundaries"]), str(levels["version"])
 
 
-@asset(
-    partitions_def=shards_partitions,
-    automation_condition=AutomationCondition.eager(),
-    op_tags=GPU_OP_TAGS,
-    pool="gpu",
-    deps=["raw_pairs", "alignment_reward_model", "alignment_levels"],
-    group_name="scoring",
-    kinds={"pytorch", "parquet"},
-    owners=["team:ml"],
-    tags={"gpu": "true", "stage": "scoring", "scope": "shard"},
-    code_version="scored_pairs-v1",
-    description=(
-        "open_clip image/text embeddings (float16, reused downstream), clip_score (cosine), reward_score from the "
-        "alignment reward model when one exists, NoC-style alignment_level (the global alignment_levels edges), and a keep "
-        "decision with its reason (heuristic flags, CLIP threshold, reward threshold)."
-    ),
-)
+def build_scored_pairs(settings: Settings) -> AssetsDefinition:
+    """CLIP and the reward head over every pair: a model step, placed by caption_assets/placement.py."""
+    return asset(
+        partitions_def=shards_partitions,
+        automation_condition=AutomationCondition.eager(),
+        deps=["raw_pairs", "alignment_reward_model", "alignment_levels"],
+        group_name="scoring",
+        kinds={"pytorch", "parquet"},
+        owners=["team:ml"],
+        tags={"stage": "scoring", "scope": "shard"},
+        code_version="scored_pairs-v1",
+        description=(
+            "open_clip image/text embeddings (float16, reused downstream), clip_score (cosine), reward_score from the "
+            "alignment reward model when one exists, NoC-style alignment_level (the global alignment_levels edges), and a keep "
+            "decision with its reason (heuristic flags, CLIP threshold, reward threshold)."
+        ),
+        **model_step(settings),
+    )(scored_pairs)
+
+
 def scored_pairs(
     context: AssetExecutionContext, config: ScoredPairsConfig, clip: ClipScorer, lake: LakeStorage, warehouse: QualityWarehouse
 ) -> MaterializeResult:

@@ -1,0 +1,74 @@
+"""Placement: every asset that loads a model resource runs where model steps run, and nothing else does."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import yaml
+
+import resources
+from caption_assets.definitions import build_definitions, local_executor_config
+from caption_assets.placement import LIMIT_TAG, POOL, model_step
+from caption_assets.settings import PROJECT_ROOT, load_settings
+
+MODEL_ASSETS = {"alignment_reward_model", "alignment_levels", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions"}
+
+
+def op_tags(assets_def) -> dict[str, object]:
+    """The step's tags as an executor reads them (dagster stores dict values as JSON)."""
+    return {k: json.loads(v) if v.startswith("{") else v for k, v in assets_def.node_def.tags.items()}
+
+
+def placements(settings) -> dict[str, tuple[str | None, dict[str, object]]]:
+    """Asset -> (pool, op tags, whether it takes a model resource) for every asset of the definitions."""
+    defs = build_definitions(settings)
+    models = {key for key, r in defs.resources.items() if type(r).__name__ in resources._MODEL_RESOURCES}
+    assert models == {"clip", "captioner", "experts", "fuser"}  # the resources that import torch / transformers / an LLM
+    graph = defs.resolve_asset_graph()
+    out = {}
+    for key in graph.get_all_asset_keys():
+        assets_def = graph.assets_def_for_key(key)
+        out[key.to_user_string()] = (assets_def.node_def.pool, op_tags(assets_def), bool(assets_def.required_resource_keys & models))
+    return out
+
+
+@pytest.mark.parametrize("profile", ["demo", "production"])
+def test_every_step_that_takes_a_model_resource_gets_the_helpers_pool_and_tags(profile):
+    settings = load_settings({"CAPTION_ASSETS_PROFILE": profile})
+    expected = model_step(settings)
+    found = placements(settings)
+    assert {name for name, (_, _, loads_model) in found.items() if loads_model} == MODEL_ASSETS
+    for name, (pool, tags, loads_model) in found.items():
+        if loads_model:
+            assert pool == POOL and tags == expected["op_tags"], name
+        else:  # ingest, compression, evaluation: no GPU request, no model-step pool, no executor limit
+            assert pool is None and not set(tags) & set(expected["op_tags"]), name
+    # auto devices: a cluster gives every model step a GPU
+    tags = found["alignment_levels"][1]
+    assert tags["dagster-k8s/config"]["container_config"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert tags["dagster-ray/config"]["num_gpus"] == 1
+
+
+def test_models_pinned_to_the_cpu_ask_for_cpus_only_and_keep_the_pool():
+    base = load_settings({"CAPTION_ASSETS_PROFILE": "demo", "CAPTION_ASSETS_DEVICE": "cpu"})
+    assert placements(base)["scored_pairs"][1]["dagster-ray/config"]["num_gpus"] == 1  # the captioner is still on `auto`
+    cpu = dataclasses.replace(base, captioner={**base.captioner, "device": "cpu"})
+    found = placements(cpu)
+    for name in MODEL_ASSETS:
+        pool, tags, _ = found[name]
+        assert pool == POOL and tags[LIMIT_TAG[0]] == LIMIT_TAG[1]
+        assert "limits" not in tags["dagster-k8s/config"]["container_config"]["resources"]
+        assert tags["dagster-ray/config"] == {"num_cpus": 4, "num_gpus": 0}
+    # a local LLM fuser on `auto` brings the GPU back
+    llm = dataclasses.replace(cpu, fuser={"backend": "transformers", "model": "some/llm", "device": "auto"})
+    assert placements(llm)["fused_captions"][1]["dagster-ray/config"]["num_gpus"] == 1
+
+
+def test_the_executors_limit_the_tag_the_helper_sets():
+    key, value = LIMIT_TAG
+    settings = load_settings({"CAPTION_ASSETS_PROFILE": "demo"})
+    assert {"key": key, "value": value, "limit": 1} in local_executor_config(settings)["tag_concurrency_limits"]
+    k8s = yaml.safe_load((PROJECT_ROOT / "deploy/k8s/executor.yaml").read_text())
+    assert any(lim["key"] == key and lim["value"] == value for lim in k8s["tag_concurrency_limits"])
