@@ -207,7 +207,7 @@ def main() -> None:
             (settings.lake_dir / "alignment_levels" / "current.json").write_text('{"version": "levels-current", "boundaries": [0.2, 0.25, 0.3], "scorer": "x"}')
             warehouse = QualityWarehouse(path=str(settings.warehouse_path))
             nightly = defs.resolve_schedule_def("nightly_shard_backfill")
-            context = build_schedule_context(instance=instance, resources={"warehouse": warehouse, "lake": lake, "duplicates": duplicates},
+            context = build_schedule_context(instance=instance, resources={"warehouse": warehouse, "lake": lake, "duplicates": duplicates}, repository_def=defs.get_repository_def(),
                                              scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc))
             plan_s, plan = timed(lambda: nightly(context))
             reasons = pl.Series([r.tags["reason"] for r in plan]).value_counts(sort=True).rows()

@@ -89,6 +89,7 @@ def check_levels(tmp_path: Path, settings_for, instance) -> None:
     nightly = defs.resolve_schedule_def("nightly_shard_backfill")
     from datetime import datetime, timezone
 
-    context = build_schedule_context(instance=instance, resources=dict(zip(("warehouse", "lake", "duplicates"), resources)), scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc))
+    context = build_schedule_context(instance=instance, resources=dict(zip(("warehouse", "lake", "duplicates"), resources)), repository_def=defs.get_repository_def(),
+                                     scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc))
     requests = nightly(context)
     assert {(r.partition_key, r.tags["reason"]) for r in requests} == {("s0.tar", "stale alignment_levels")}

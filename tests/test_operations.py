@@ -9,7 +9,7 @@ import yaml
 from dagster import AssetKey
 
 from caption_assets.definitions import build_definitions
-from caption_assets.schedules import partitions_needing_work
+from caption_assets.schedules import partitions_needing_work, shard_stages
 from caption_assets.settings import PROJECT_ROOT, SettingsError, load_settings
 
 CHAIN = ["raw_pairs", "alignment_reward_model", "alignment_levels", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions", "compressed_dataset"]
@@ -69,7 +69,10 @@ def test_local_executor_is_bounded_multiprocess():
     assert names == {"nightly_shard_backfill", "daily_compressed_dataset"}
 
 
-def test_nightly_backfill_picks_missing_and_stale_partitions():
+def test_nightly_backfill_picks_missing_and_stale_partitions(graph):
+    stages = shard_stages(graph)
+    assert list(stages) == ["raw_pairs", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions"]
+    assert stages["scored_pairs"] == ("alignment_levels", "alignment_reward_model", "raw_pairs")  # the cross-shard inputs too
     latest = {
         "raw_pairs": {"a": 1, "b": 2, "c": 3, "d": 40},
         "scored_pairs": {"a": 10, "b": 11, "c": 12, "d": 13},
@@ -77,12 +80,74 @@ def test_nightly_backfill_picks_missing_and_stale_partitions():
         "vision_expert_tags": {"a": 20, "b": 21, "d": 23},
         "fused_captions": {"a": 30, "b": 19, "d": 33},
     }
-    assert partitions_needing_work(latest, ["a", "b", "c", "d", "e"]) == {
-        "b": "stale fused_captions",
+    since = {"alignment_levels": 5, "alignment_reward_model": 11}  # a new reward model since a was scored
+    assert partitions_needing_work(stages, latest, since, ["a", "b", "c", "d", "e"]) == {
+        "a": "stale scored_pairs: alignment_reward_model is newer",
+        "b": "stale fused_captions: recaptioned_pairs is newer",
         "c": "missing vision_expert_tags",
-        "d": "stale scored_pairs",
+        "d": "stale scored_pairs: raw_pairs is newer",
         "e": "missing raw_pairs",
     }
+    assert "a" not in partitions_needing_work(stages, latest, {"alignment_reward_model": None}, ["a"])  # never trained: nothing to follow
+
+
+def test_the_nightly_plan_follows_the_asset_graph_it_runs_in(tmp_path: Path, settings_for):
+    """An asset added to the definitions (and a dependency on a new cross-shard input) changes the plan, no map to edit."""
+    import contextvars
+
+    # In a copied context: an instance entered here stays the process's definitions-state storage after it is
+    # gone (DagsterInstance.__exit__ does not reset it), which would break later tests in this process.
+    from dagster import DagsterInstance
+
+    def check() -> None:
+        with DagsterInstance.local_temp(tempdir=str(tmp_path / "dagster_home")) as instance:  # schedules need a persistent instance
+            check_plan_follows_the_graph(tmp_path, settings_for, instance)
+
+    (tmp_path / "dagster_home").mkdir()
+    contextvars.copy_context().run(check)
+
+
+def check_plan_follows_the_graph(tmp_path: Path, settings_for, instance) -> None:
+    from datetime import datetime, timezone
+
+    from dagster import AssetMaterialization, Definitions, asset, build_schedule_context
+
+    from caption_assets.definitions import build_resources
+    from caption_assets.partitions import shards_partitions
+
+    @asset(group_name="extra")
+    def tag_vocabulary() -> None: ...
+
+    @asset(partitions_def=shards_partitions, deps=["fused_captions", "tag_vocabulary"], tags={"scope": "shard"})
+    def caption_audit() -> None: ...
+
+    base = build_definitions(settings_for(tmp_path / "crawl"))
+    extended = Definitions.merge(base, Definitions(assets=[tag_vocabulary, caption_audit]))
+    resources = {k: v for k, v in build_resources(settings_for(tmp_path / "crawl")).items() if k in ("warehouse", "lake", "duplicates")}
+    instance.add_dynamic_partitions("shards", ["a", "b"])
+    record = lambda key, partition=None, version=None: instance.report_runless_asset_event(  # noqa: E731
+        AssetMaterialization(key, partition=partition, tags={"dagster/data_version": version} if version else None))
+    for stage in ("raw_pairs", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions"):
+        for p in ("a", "b"):
+            record(stage, p)
+
+    def nightly(defs: Definitions) -> dict[str, str]:
+        context = build_schedule_context(instance=instance, resources=resources, repository_def=defs.get_repository_def(),
+                                         scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc))
+        return {r.partition_key: r.tags["reason"] for r in defs.resolve_schedule_def("nightly_shard_backfill")(context)}
+
+    assert nightly(base) == {}
+    assert nightly(extended) == {"a": "missing caption_audit", "b": "missing caption_audit"}
+    record("tag_vocabulary", version="v1")
+    record("caption_audit", "a")
+    record("caption_audit", "b")
+    assert nightly(extended) == {}
+    record("tag_vocabulary", version="v2")  # a new vocabulary: every audit is older than its input
+    assert nightly(extended) == {p: "stale caption_audit: tag_vocabulary is newer" for p in ("a", "b")}
+    record("caption_audit", "a")
+    record("tag_vocabulary", version="v2")  # the same vocabulary again restales nothing
+    assert nightly(extended) == {"b": "stale caption_audit: tag_vocabulary is newer"}
+    assert nightly(base) == {}
 
 
 def test_k8s_executor_config_validates_against_dagster_k8s():
