@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions, EnvVar, multiprocess_executor
 
 from caption_assets.assets.alignment_levels import build_alignment_levels
-from caption_assets.assets.compressed import compressed_dataset
+from caption_assets.assets.compressed import build_compressed_dataset
 from caption_assets.assets.evaluation import curation_eval
 from caption_assets.assets.experts import build_vision_expert_tags
 from caption_assets.assets.fusion import build_fused_captions
@@ -19,7 +17,7 @@ from caption_assets.jobs import compress_job, eval_job, ingest_job, levels_job, 
 from caption_assets.placement import LIMIT_TAG
 from caption_assets.schedules import build_schedules
 from caption_assets.sensors import build_crawl_sensor
-from caption_assets.settings import Settings, load_settings, profile_section
+from caption_assets.settings import Settings, load_settings
 from resources import AnnotationSource, DuplicateIndex, CaptionFuser, Captioner, ClipScorer, VisionExperts, CrawlSource, LakeStorage, QualityWarehouse
 
 
@@ -53,14 +51,12 @@ MODEL_STEPS = (build_alignment_reward_model, build_alignment_levels, build_score
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
+    """Everything from ``settings``: assets, run-config defaults, placement, resources, executor. Sets no environment."""
     settings = settings or load_settings()
-    if settings.profile == "demo":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never talks to a model hub
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # curation_eval tests on the procedural world's held-out split: on for world crawls (demo), off for real ones.
-    evaluate = bool(profile_section("evaluation", settings.profile).get("enabled", False))
+    evaluate = bool(settings.evaluation.get("enabled", False))
     return Definitions(
-        assets=[raw_pairs, *(build(settings) for build in MODEL_STEPS), compressed_dataset, *([curation_eval] if evaluate else [])],
+        assets=[raw_pairs, *(build(settings) for build in MODEL_STEPS), build_compressed_dataset(settings), *([curation_eval] if evaluate else [])],
         asset_checks=[raw_pairs_reconcile],
         jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job, levels_job, compress_job, *([eval_job] if evaluate else [])],
         sensors=[

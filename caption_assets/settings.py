@@ -33,6 +33,9 @@ class Settings:
     captioner: dict[str, Any] = field(default_factory=dict)
     experts: dict[str, Any] = field(default_factory=dict)
     fuser: dict[str, Any] = field(default_factory=dict)
+    scoring: dict[str, Any] = field(default_factory=dict)  # scored_pairs' keep-rule defaults
+    compress: dict[str, Any] = field(default_factory=dict)  # compressed_dataset's defaults
+    evaluation: dict[str, Any] = field(default_factory=dict)  # curation_eval: enabled, recipe
     env: dict[str, str] = field(default_factory=dict)
     automation: bool = True
     max_concurrent: int = 2
@@ -50,7 +53,11 @@ class Settings:
 
 
 def profile_section(name: str, profile: str | None = None) -> dict[str, Any]:
-    """One section of a profile (default: the active one), for run-config defaults (e.g. ``compress``)."""
+    """One section of a profile (default: the one ``CAPTION_ASSETS_PROFILE`` names in this process).
+
+    Run-config defaults come from ``Settings`` (``scoring``, ``compress``, ``evaluation``) when the definitions
+    are built; only curation_eval's module still reads its section here, on import.
+    """
     profile = profile or os.environ.get("CAPTION_ASSETS_PROFILE", "demo")
     path = PROFILES_DIR / f"{profile}.yaml"
     if not path.exists():
@@ -89,7 +96,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if "CAPTION_ASSETS_DEVICE" in env:
         clip["device"] = env["CAPTION_ASSETS_DEVICE"]
     annotations = _resolve(env.get("CAPTION_ASSETS_ANNOTATIONS_DIR", paths.get("annotations_dir", "data/annotations")))
-    sections = {name: dict(raw.get(name) or {}) for name in ("captioner", "experts", "fuser")}
+    sections = {name: dict(raw.get(name) or {}) for name in ("captioner", "experts", "fuser", "scoring", "compress", "evaluation")}
     for name, section in {"clip": clip, **sections}.items():
         if not isinstance(section, dict):
             raise SettingsError(f"profile {profile!r}: section {name!r} must be a mapping")
@@ -114,7 +121,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     k8s_config = _resolve(env.get("CAPTION_ASSETS_K8S_EXECUTOR_CONFIG", "deploy/k8s/executor.yaml"))
     if executor == "k8s" and not k8s_config.is_file():
         raise SettingsError(f"CAPTION_ASSETS_K8S_EXECUTOR_CONFIG={str(k8s_config)!r} does not exist")
-    validate_sections(profile, clip, {**sections, "compress": dict(raw.get("compress") or {}), "scoring": dict(raw.get("scoring") or {})})
+    validate_sections(profile, clip, sections)
     # Local weights are named relative to the project in the profiles; resources get absolute paths.
     if _looks_like_path(str(clip.get("pretrained", ""))):
         clip["pretrained"] = str(_resolve(clip["pretrained"]))

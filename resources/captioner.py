@@ -72,12 +72,16 @@ def load_captioner(source: str, device: str, precision: str) -> tuple[Any, Any, 
     """(model, image processor, tokenizer), once per process per configuration."""
     from transformers.utils import logging as hf_logging
 
+    from huggingface_hub.utils import disable_progress_bars
+
     LOAD_COUNT["n"] += 1
     hf_logging.disable_progress_bar()  # no "Loading weights" bar in run logs
-    model = AutoModelForImageTextToText.from_pretrained(source)
-    proc = AutoProcessor.from_pretrained(source)
-    image_processor = getattr(proc, "image_processor", None) or AutoImageProcessor.from_pretrained(source)
-    tokenizer = getattr(proc, "tokenizer", None) or AutoTokenizer.from_pretrained(source)
+    disable_progress_bars()  # nor download bars
+    local = {"local_files_only": Path(source).is_dir()}  # a local folder never asks the hub (the demo runs offline)
+    model = AutoModelForImageTextToText.from_pretrained(source, **local)
+    proc = AutoProcessor.from_pretrained(source, **local)
+    image_processor = getattr(proc, "image_processor", None) or AutoImageProcessor.from_pretrained(source, **local)
+    tokenizer = getattr(proc, "tokenizer", None) or AutoTokenizer.from_pretrained(source, **local)
     model.to(device).eval()
     if device.startswith("cuda") and precision != "fp32":
         model.to(PRECISIONS[precision])

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -30,13 +31,16 @@ BACKENDS = ("rules", "transformers", "openai")
 
 @lru_cache(maxsize=2)
 def load_causal_lm(source: str, device: str, precision: str) -> tuple[Any, Any]:
+    from huggingface_hub.utils import disable_progress_bars
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(source)
+    disable_progress_bars()  # no download bars in run logs
+    local = {"local_files_only": Path(source).is_dir()}  # a local folder never asks the hub
+    tok = AutoTokenizer.from_pretrained(source, **local)
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(source).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(source, **local).to(device).eval()
     if device.startswith("cuda") and precision != "fp32":
         model.to(PRECISIONS[precision])
     return model, tok

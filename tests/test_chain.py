@@ -9,7 +9,6 @@ import polars as pl
 import pytest
 import webdataset as wds
 
-from caption_assets.assets.compressed import CompressedDatasetConfig
 from caption_assets.definitions import build_definitions
 from resources import QualityWarehouse
 from tests.helpers import noise_image, write_tar
@@ -70,7 +69,7 @@ def test_funnel_reconciles_stage_to_stage(chain):
     n = total("compressed_dataset", "in")
     assert n == total("fused_captions", "in")
     parts = sum(total("compressed_dataset", o) for o in ("exact_duplicate", "semantic_duplicate", "degenerate_caption", "not_selected", "selected"))
-    assert parts == n and total("compressed_dataset", "selected") == round(CompressedDatasetConfig().target_ratio * n)
+    assert parts == n and total("compressed_dataset", "selected") == round(settings.compress["target_ratio"] * n)  # the profile's default
 
 
 def test_fused_outputs_keep_all_captions_side_by_side(chain):

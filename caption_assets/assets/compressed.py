@@ -12,6 +12,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetsDefinition,
     Config,
     Failure,
     MaterializeResult,
@@ -21,10 +22,11 @@ from dagster import (
 from PIL import Image
 
 from caption_assets.compress import Compression, CompressConfig, compress
+from caption_assets.config_defaults import with_defaults
 from caption_assets.degeneration import is_degenerate
 from caption_assets.metadata import md_table
 from caption_assets.report import before_after, evaluation_html, images_html, plots, render_html, table_html
-from caption_assets.settings import profile_section
+from caption_assets.settings import Settings
 from resources import LakeStorage, QualityWarehouse
 
 ASSET = "compressed_dataset"
@@ -34,24 +36,24 @@ PLOTS = "plots.json"  # base64 PNGs of the export's distributions, saved with it
 CHECKS = ("ratio_within_tolerance", "no_duplicate_keys", "export_matches_manifest", "exported_images_open", "no_degenerate_captions")
 
 
-_PROFILE = profile_section("compress")  # defaults come from the active profile's `compress:` section
-
-
 class CompressedDatasetConfig(Config):
-    """Target size and selection; see caption_assets/compress.py for the methods."""
+    """Target size and selection; see caption_assets/compress.py for the methods.
 
-    target_ratio: float = _PROFILE.get("target_ratio", 0.2)
-    ratio_tolerance: float = _PROFILE.get("ratio_tolerance", 0.02)
-    n_clusters: int = _PROFILE.get("n_clusters", 0)
-    semdedup_eps: float = _PROFILE.get("semdedup_eps", 0.05)
-    phash_max_distance: int = _PROFILE.get("phash_max_distance", 4)
-    alpha: float = _PROFILE.get("alpha", 0.5)
-    score: str = _PROFILE.get("score", "mix")
-    mix_weight: float = _PROFILE.get("mix_weight", 0.5)
-    min_score: float | None = _PROFILE.get("min_score")
-    samples_per_shard: int = _PROFILE.get("samples_per_shard", 1000)
-    veclip_export: bool = _PROFILE.get("veclip_export", True)
-    gallery_per_outcome: int = _PROFILE.get("gallery_per_outcome", 4)  # report.html: sampled pairs shown per outcome
+    These defaults are fallbacks: the asset's config takes the settings' ``compress:`` values (``build_compressed_dataset``).
+    """
+
+    target_ratio: float = 0.2
+    ratio_tolerance: float = 0.02
+    n_clusters: int = 0
+    semdedup_eps: float = 0.05
+    phash_max_distance: int = 4
+    alpha: float = 0.5
+    score: str = "mix"
+    mix_weight: float = 0.5
+    min_score: float | None = None
+    samples_per_shard: int = 1000
+    veclip_export: bool = True
+    gallery_per_outcome: int = 4  # report.html: sampled pairs shown per outcome
     seed: int = 0
 
     def compress_config(self) -> CompressConfig:
@@ -117,21 +119,30 @@ def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[st
     }, problems)
 
 
-@asset(
-    deps=["fused_captions"],
-    group_name="dataset",
-    kinds={"faiss", "webdataset"},
-    owners=["team:data-platform"],
-    tags={"stage": "compression"},
-    code_version="compressed_dataset-v1",
-    check_specs=[AssetCheckSpec(name, asset=ASSET) for name in CHECKS],
-    description=(
-        "Exact dedup (sha256; same caption + near-identical perceptual hash), SemDeDup over a k-means codebook of the "
-        "image embeddings, and TL;DR / Compress & Align codebook selection (per-cluster quota ~ size^alpha, top pairs "
-        "by reward / CLIP score) to the target ratio; exported as WebDataset shards + manifest.parquet + report.html."
-    ),
-)
-def compressed_dataset(context: AssetExecutionContext, config: CompressedDatasetConfig, lake: LakeStorage, warehouse: QualityWarehouse):
+def build_compressed_dataset(settings: Settings) -> AssetsDefinition:
+    """The asset with its selection defaults from the settings' ``compress:`` section."""
+    config_class = with_defaults(CompressedDatasetConfig, settings.compress, f"profile {settings.profile!r}: compress")
+
+    def compressed_dataset(context: AssetExecutionContext, config: config_class, lake: LakeStorage, warehouse: QualityWarehouse):  # type: ignore[valid-type]
+        yield from compress_lake(context, config, lake, warehouse)
+
+    return asset(
+        deps=["fused_captions"],
+        group_name="dataset",
+        kinds={"faiss", "webdataset"},
+        owners=["team:data-platform"],
+        tags={"stage": "compression"},
+        code_version="compressed_dataset-v1",
+        check_specs=[AssetCheckSpec(name, asset=ASSET) for name in CHECKS],
+        description=(
+            "Exact dedup (sha256; same caption + near-identical perceptual hash), SemDeDup over a k-means codebook of the "
+            "image embeddings, and TL;DR / Compress & Align codebook selection (per-cluster quota ~ size^alpha, top pairs "
+            "by reward / CLIP score) to the target ratio; exported as WebDataset shards + manifest.parquet + report.html."
+        ),
+    )(compressed_dataset)
+
+
+def compress_lake(context: AssetExecutionContext, config: CompressedDatasetConfig, lake: LakeStorage, warehouse: QualityWarehouse):
     df = load_fused(lake)
     image_emb = df["image_emb"].to_numpy() if df.height else np.zeros((0, df.schema["image_emb"].shape[0]), np.float32)
     res = compress(df, image_emb, config.compress_config())

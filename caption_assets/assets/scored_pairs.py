@@ -6,6 +6,7 @@ from dagster import AssetKey, AssetsDefinition, AutomationCondition, TableColumn
 
 from caption_assets.assets.reward_model import head_path
 from caption_assets.assets.alignment_levels import cosine, current_levels
+from caption_assets.config_defaults import with_defaults
 from caption_assets.heuristics import DEFAULT_DROP_FLAGS
 from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import counts_by, md_histogram, md_table, preview, table_schema
@@ -13,7 +14,7 @@ from caption_assets.partitions import shards_partitions
 from caption_assets.placement import model_step
 from caption_assets.reward import load_head, score_with_head
 from caption_assets.scoring import KeepRules, assign_levels, keep_decisions, levels_version
-from caption_assets.settings import Settings, profile_section
+from caption_assets.settings import Settings
 from resources import ClipScorer, LakeStorage, QualityWarehouse
 
 STAGE = "scored_pairs"
@@ -21,17 +22,17 @@ QUARANTINE = "scored_pairs_quarantine"
 CARRIED = ["uid", "key", "shard", *POINTER_COLUMNS, "sha256", "phash", "width", "height", "caption", "url", "flags", "primary_flag"]
 
 
-_PROFILE = profile_section("scoring")  # defaults come from the active profile's `scoring:` section
-
-
 class ScoredPairsConfig(Config):
-    """Keep rules. ``level_boundaries`` overrides the global ``alignment_levels`` edges (for experiments)."""
+    """Keep rules. ``level_boundaries`` overrides the global ``alignment_levels`` edges (for experiments).
+
+    These defaults are fallbacks: the asset's config takes the settings' ``scoring:`` values (``build_scored_pairs``).
+    """
 
     level_boundaries: list[float] | None = None
     drop_flags: list[str] = list(DEFAULT_DROP_FLAGS)
-    min_clip_score: float | None = _PROFILE.get("min_clip_score")
-    drop_clip_quantile: float = _PROFILE.get("drop_clip_quantile", 0.2)
-    min_reward_score: float | None = _PROFILE.get("min_reward_score")
+    min_clip_score: float | None = None
+    drop_clip_quantile: float = 0.2
+    min_reward_score: float | None = None
 
 
 def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl.DataFrame, pl.DataFrame, str | None]:
@@ -69,7 +70,15 @@ def level_edges(config: ScoredPairsConfig, lake: LakeStorage, clip: ClipScorer) 
 
 
 def build_scored_pairs(settings: Settings) -> AssetsDefinition:
-    """CLIP and the reward head over every pair: a model step, placed by caption_assets/placement.py."""
+    """CLIP and the reward head over every pair: a model step, placed by caption_assets/placement.py; keep-rule
+    defaults from the settings' ``scoring:`` section."""
+    config_class = with_defaults(ScoredPairsConfig, settings.scoring, f"profile {settings.profile!r}: scoring")
+
+    def scored_pairs(
+        context: AssetExecutionContext, config: config_class, clip: ClipScorer, lake: LakeStorage, warehouse: QualityWarehouse  # type: ignore[valid-type]
+    ) -> MaterializeResult:
+        return score_shard(context, config, clip, lake, warehouse)
+
     return asset(
         partitions_def=shards_partitions,
         automation_condition=AutomationCondition.eager(),
@@ -88,7 +97,7 @@ def build_scored_pairs(settings: Settings) -> AssetsDefinition:
     )(scored_pairs)
 
 
-def scored_pairs(
+def score_shard(
     context: AssetExecutionContext, config: ScoredPairsConfig, clip: ClipScorer, lake: LakeStorage, warehouse: QualityWarehouse
 ) -> MaterializeResult:
     shard = context.partition_key
