@@ -141,22 +141,27 @@ def print_evaluation(detail: bool = False) -> None:
     """The headline of the latest curation_eval run (and with ``detail``, its table and the stage truth)."""
     import polars as pl
 
-    from caption_assets.curation_eval.headline import headline, wide_table
+    from caption_assets.curation_eval.headline import differences_table, headline, wide_table
     from caption_assets.settings import load_settings
     from resources import QualityWarehouse
 
     wh = QualityWarehouse(path=str(load_settings().warehouse_path))
     evaluation, truth = wh.latest_evaluation()
+    diffs = wh.latest_differences()
     if evaluation.is_empty():
         return
     with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True, tbl_width_chars=200, fmt_str_lengths=40):
         if detail:
-            print("\nCuration eval (percent, mean ± sd over seeds; same recipe and samples seen for every set):")
+            print("\nCuration eval (percent, mean [95% interval over seeds and test queries]; same recipe and samples seen for every set;"
+                  " _canonical: queries in the caption grammar's phrasing, the others in a held-out one):")
             print(wide_table(evaluation))
+            if not diffs.is_empty():
+                print("\ncurated minus each baseline (points, 95% interval, paired on seeds and queries):")
+                print(differences_table(diffs))
             if not truth.is_empty():
                 print("\nEach stage against the crawl's truth table:")
                 print(truth.select("stage", "metric", pl.col("value").round(3), "n"))
-    print(f"\nDoes curation help?  {headline(evaluation)}")
+    print(f"\nDoes curation help?  {headline(evaluation, diffs)}")
 
 
 def print_trace(uid: str | None, shard: str | None, key: str | None, as_json: bool) -> None:

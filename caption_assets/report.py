@@ -95,7 +95,8 @@ def plots(df: pl.DataFrame, res: Compression) -> dict[str, str]:
 
 
 def evaluation_plot(evaluation: pl.DataFrame) -> str:
-    """Base64 PNG: one bar chart per metric, a bar per training set (mean, sd as the error bar)."""
+    """Base64 PNG: one bar chart per metric, a bar per training set (mean; the error bar is the 95% interval over
+    seeds and test queries, or ± sd for a run recorded before intervals)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,15 +105,25 @@ def evaluation_plot(evaluation: pl.DataFrame) -> str:
     metrics = list(dict.fromkeys(evaluation["metric"]))
     sets = list(dict.fromkeys(evaluation["training_set"]))
     colours = plt.get_cmap("tab10").colors
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    with_ci = "ci_lo" in evaluation.columns and evaluation["ci_lo"].null_count() == 0
+    cols = 6
+    rows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(rows, min(cols, len(metrics)), figsize=(2.6 * min(cols, len(metrics)), 3.4 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
         part = {r["training_set"]: r for r in evaluation.filter(pl.col("metric") == metric).iter_rows(named=True)}
-        means = [100 * part[t]["mean"] if t in part else 0.0 for t in sets]
-        sds = [100 * part[t]["sd"] if t in part else 0.0 for t in sets]
-        ax.bar(range(len(sets)), means, yerr=sds, capsize=3, color=[colours[i % 10] for i in range(len(sets))])
+        means = np.array([100 * part[t]["mean"] if t in part else 0.0 for t in sets])
+        if with_ci:
+            lo = np.array([100 * part[t]["ci_lo"] if t in part else 0.0 for t in sets])
+            hi = np.array([100 * part[t]["ci_hi"] if t in part else 0.0 for t in sets])
+            err = np.vstack([np.clip(means - lo, 0, None), np.clip(hi - means, 0, None)])
+        else:
+            err = np.array([100 * part[t]["sd"] if t in part else 0.0 for t in sets])
+        ax.bar(range(len(sets)), means, yerr=err, capsize=3, color=[colours[i % 10] for i in range(len(sets))])
         ax.set_title(metric, fontsize=9)
         ax.set_xticks(range(len(sets)), sets, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("%", fontsize=8)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
     fig.tight_layout()
     out = _png(fig)
     plt.close(fig)
@@ -132,20 +143,24 @@ def images_html(images: dict[str, str]) -> str:
     return "".join(f'<figure><img alt="{html.escape(k)}" src="data:image/png;base64,{v}"/></figure>' for k, v in images.items()) or "<p>No compressed dataset yet.</p>"
 
 
-def evaluation_html(evaluation: pl.DataFrame, truth: pl.DataFrame) -> str:
+def evaluation_html(evaluation: pl.DataFrame, truth: pl.DataFrame, diffs: pl.DataFrame | None = None) -> str:
     """The report's "Does curation help?" section (empty when curation_eval has not run)."""
     if evaluation.is_empty():
         return ""
-    from caption_assets.curation_eval.headline import headline, wide_table
+    from caption_assets.curation_eval.headline import differences_table, headline, wide_table
 
+    diffs = diffs if diffs is not None else pl.DataFrame()
     recipe = evaluation["recipe"][0] if "recipe" in evaluation.columns else ""
     stage = f"<h3>Each stage against the crawl's truth table</h3>{table_html(truth.select('stage', 'metric', 'value', 'n'))}" if not truth.is_empty() else ""
+    paired = (f"<h3>curated minus each baseline (points, 95% interval)</h3>{table_html(differences_table(diffs))}") if not diffs.is_empty() else ""
     return (
-        f'<section id="curation-eval"><h2>Does curation help? (curation_eval)</h2><p class="headline">{html.escape(headline(evaluation))}</p>'
+        f'<section id="curation-eval"><h2>Does curation help? (curation_eval)</h2><p class="headline">{html.escape(headline(evaluation, diffs))}</p>'
         f"<p>Run {html.escape(str(evaluation['run_id'][0])[:8])}, {html.escape(str(evaluation['created_at'][0])[:16])}.</p>"
         f'<figure><img alt="curation_eval bars" src="data:image/png;base64,{evaluation_plot(evaluation)}"/></figure>'
-        f"<p>Percent, mean ± sd over seeds; the same small-CLIP recipe and samples seen for every training set, tested on the world's held-out split.</p>"
-        f"{table_html(wide_table(evaluation))}<details><summary>recipe</summary><pre>{html.escape(recipe)}</pre></details>{stage}</section>"
+        f"<p>Percent; bars are means over seeds, error bars the 95% interval over seeds and test queries; the same small-CLIP recipe "
+        f"and samples seen for every training set, tested on the world's held-out split. Metrics without a suffix query in the held-out "
+        f"phrasing no caption source uses; <code>_canonical</code> ones in the caption grammar's own.</p>"
+        f"{paired}{table_html(wide_table(evaluation))}<details><summary>recipe</summary><pre>{html.escape(recipe)}</pre></details>{stage}</section>"
     )
 
 

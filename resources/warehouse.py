@@ -35,6 +35,12 @@ CREATE TABLE IF NOT EXISTS evaluation (
     training_set VARCHAR NOT NULL, metric VARCHAR NOT NULL, mean DOUBLE, sd DOUBLE, n_pairs BIGINT,
     samples_seen BIGINT, seeds VARCHAR, run_id VARCHAR, recipe VARCHAR, created_at TIMESTAMP DEFAULT now()
 );
+ALTER TABLE evaluation ADD COLUMN IF NOT EXISTS ci_lo DOUBLE;
+ALTER TABLE evaluation ADD COLUMN IF NOT EXISTS ci_hi DOUBLE;
+CREATE TABLE IF NOT EXISTS evaluation_differences (
+    candidate VARCHAR NOT NULL, baseline VARCHAR NOT NULL, metric VARCHAR NOT NULL, diff DOUBLE, ci_lo DOUBLE, ci_hi DOUBLE,
+    level DOUBLE, n_seeds BIGINT, n_queries BIGINT, run_id VARCHAR, created_at TIMESTAMP DEFAULT now()
+);
 CREATE TABLE IF NOT EXISTS stage_truth (
     stage VARCHAR NOT NULL, metric VARCHAR NOT NULL, value DOUBLE, n BIGINT, run_id VARCHAR, created_at TIMESTAMP DEFAULT now()
 );
@@ -114,13 +120,19 @@ class QualityWarehouse(ConfigurableResource):
             con.execute("INSERT INTO comparison SELECT metric, before, after, run_id FROM cmp")
             con.execute("COMMIT")
 
-    def add_evaluation(self, evaluation: pl.DataFrame, stage_truth: pl.DataFrame | None, run_id: str, recipe: str) -> None:
-        """Append one curation_eval run (history is kept: compare runs by ``run_id`` / ``created_at``)."""
+    def add_evaluation(self, evaluation: pl.DataFrame, stage_truth: pl.DataFrame | None, run_id: str, recipe: str,
+                       differences: pl.DataFrame | None = None) -> None:
+        """Append one curation_eval run (history is kept: compare runs by ``run_id`` / ``created_at``): each set's
+        figures with their intervals, the paired differences between sets, the stage truth."""
         with self.connect() as con:
             con.execute("BEGIN TRANSACTION")
             con.register("ev", evaluation.with_columns(run_id=pl.lit(run_id), recipe=pl.lit(recipe)).to_arrow())
-            con.execute("INSERT INTO evaluation (training_set, metric, mean, sd, n_pairs, samples_seen, seeds, run_id, recipe) "
-                        "SELECT training_set, metric, mean, sd, n_pairs, samples_seen, seeds, run_id, recipe FROM ev")
+            con.execute("INSERT INTO evaluation (training_set, metric, mean, sd, n_pairs, samples_seen, seeds, run_id, recipe, ci_lo, ci_hi) "
+                        "SELECT training_set, metric, mean, sd, n_pairs, samples_seen, seeds, run_id, recipe, ci_lo, ci_hi FROM ev")
+            if differences is not None and not differences.is_empty():
+                con.register("diffs", differences.with_columns(run_id=pl.lit(run_id)).to_arrow())
+                con.execute("INSERT INTO evaluation_differences (candidate, baseline, metric, diff, ci_lo, ci_hi, level, n_seeds, n_queries, run_id) "
+                            "SELECT candidate, baseline, metric, diff, ci_lo, ci_hi, level, n_seeds, n_queries, run_id FROM diffs")
             if stage_truth is not None:
                 con.register("st", stage_truth.with_columns(run_id=pl.lit(run_id)).to_arrow())
                 con.execute("INSERT INTO stage_truth (stage, metric, value, n, run_id) SELECT stage, metric, value, n, run_id FROM st")
@@ -135,6 +147,14 @@ class QualityWarehouse(ConfigurableResource):
             return ev, self.query("SELECT * FROM stage_truth WHERE run_id = ?", [ev["run_id"][0]])
         except duckdb.CatalogException:  # a warehouse written before these tables existed
             return pl.DataFrame(), pl.DataFrame()
+
+    def latest_differences(self) -> pl.DataFrame:
+        """The paired differences (with intervals) of the most recent curation_eval run; empty for a run recorded before them."""
+        try:
+            return self.query("SELECT * EXCLUDE (created_at) FROM evaluation_differences WHERE run_id = "
+                              "(SELECT arg_max(run_id, created_at) FROM evaluation) ORDER BY baseline, metric")
+        except duckdb.CatalogException:  # a warehouse written before the table existed
+            return pl.DataFrame()
 
     def query(self, sql: str, params: Sequence[object] | None = None) -> pl.DataFrame:
         with self.connect(read_only=True) as con:

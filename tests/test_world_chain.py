@@ -55,11 +55,15 @@ def test_recall_at_k_on_a_known_similarity_matrix():
 
 def test_summary_is_mean_and_sample_sd_over_seeds():
     rng = np.random.default_rng(0)
-    rows = [{"training_set": t, "seed": s, "n_pairs": 10 + s, "train_seconds": 1.0, **{m: float(rng.random()) for m in METRICS}}
-            for t in ("curated", "random_same_size") for s in range(3)]
+    rows = []
+    for t in ("curated", "random_same_size"):
+        for s in range(3):
+            hits = {m: (rng.random(50) < 0.5).astype(np.uint8) for m in METRICS}
+            rows.append({"training_set": t, "seed": s, "n_pairs": 10 + s, "train_seconds": 1.0,
+                         **{m: float(h.mean()) for m, h in hits.items()}, **{f"hits_{m}": h.tolist() for m, h in hits.items()}})
     runs = pl.DataFrame(rows)
     ev = summarise(runs, Recipe(steps=7, batch_size=8), ["curated", "random_same_size"])
-    assert ev.columns == ["training_set", "metric", "mean", "sd", "n_pairs", "samples_seen", "seeds"]
+    assert ev.columns == ["training_set", "metric", "mean", "sd", "n_pairs", "samples_seen", "seeds", "ci_lo", "ci_hi"]
     assert ev.height == 2 * len(METRICS) and ev["training_set"].to_list()[:len(METRICS)] == ["curated"] * len(METRICS)
     vals = np.array([r["t2i_r1"] for r in rows if r["training_set"] == "curated"])
     row = ev.filter((pl.col("training_set") == "curated") & (pl.col("metric") == "t2i_r1"))
@@ -222,8 +226,12 @@ def test_curation_eval_writes_the_tables_metadata_check_and_report(world_eval):
     assert meta["headline"].value.startswith(f"curated ({n_export} pairs) text->image R@1")
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert [c.check_name for c in checks] == ["curated_beats_random_same_size"]
-    cur, rnd = (ev.filter((pl.col("training_set") == t) & (pl.col("metric") == "t2i_r1"))["mean"][0] for t in ("curated", "random_same_size"))
-    assert checks[0].passed == (cur >= rnd)
+    diffs = wh.latest_differences()
+    assert set(diffs["baseline"]) == {"random_same_size", "all_raw", "curated_alt_text", "clip_score_top"} and diffs.height == 4 * len(METRICS)
+    d = diffs.filter((pl.col("baseline") == "random_same_size") & (pl.col("metric") == "t2i_r1")).row(0, named=True)
+    assert checks[0].passed == (d["ci_lo"] > 0) and checks[0].metadata["ci_lo"].value == d["ci_lo"]
+    assert (ev["ci_lo"] <= ev["mean"]).all() and (ev["mean"] <= ev["ci_hi"]).all()
+    assert f"{d['diff'] * 100:+.1f} pts [{d['ci_lo'] * 100:+.1f}, {d['ci_hi'] * 100:+.1f}]" in meta["headline"].value
     runs = pl.read_parquet(lake / "curation_eval" / "runs.parquet")
     assert runs.height == len(TRAINING_SETS) * 2
     report = (lake / "compressed_dataset" / "report.html").read_text()
@@ -232,10 +240,11 @@ def test_curation_eval_writes_the_tables_metadata_check_and_report(world_eval):
 
 
 def test_the_evaluation_can_fail_a_bad_selection(world_eval):
-    """The lowest-CLIP-score pairs (false alt-texts, mostly) train a worse model than a random subset of
-    the same size, and the check's rule says so when that selection stands in for ``curated``."""
+    """The lowest-CLIP-score pairs (false alt-texts, mostly) train a worse model than a random subset of the same
+    size: the interval of the difference lies below zero. The same set trained twice (other seeds) ties: its
+    interval covers zero."""
     from caption_assets.assets.evaluation import read_lake
-    from caption_assets.curation_eval.headline import beats
+    from caption_assets.curation_eval.intervals import Bootstrap, paired_difference, verdict
     from caption_assets.curation_eval.run import decode_images, evaluate_training_sets
     from caption_assets.curation_eval.testset import build_testset
     from caption_assets.ingest import POINTER_COLUMNS
@@ -246,12 +255,16 @@ def test_the_evaluation_can_fail_a_bad_selection(world_eval):
     recipe = Recipe(steps=150, batch_size=64, warmup=15)
     pixels, ok = decode_images(frames.raw.select(POINTER_COLUMNS).rows(), recipe.image_px, workers=1)
     assert ok.all()
-    test = build_testset(recipe.image_px, n_retrieval=100, n_zeroshot=40)
-    runs = evaluate_training_sets(frames.raw.select("uid", "caption"), pixels, frames.scored, frames.manifest, test, recipe, [0, 1],
-                                  ("random_same_size", "clip_score_bottom"), workers=2, log=lambda _: None)
-    ev = summarise(runs, recipe, ["random_same_size", "clip_score_bottom"])
-    assert beats(ev, "clip_score_bottom", "random_same_size", "t2i_r5") is False
-    assert beats(ev.with_columns(pl.col("training_set").replace({"clip_score_bottom": "curated"})), "curated", "random_same_size", "t2i_r5") is False
+    test = build_testset(recipe.image_px, n_retrieval=200, n_zeroshot=40)
+    args = (frames.raw.select("uid", "caption"), pixels, frames.scored, frames.manifest, test, recipe)
+    runs = evaluate_training_sets(*args, [0, 1], ("random_same_size", "clip_score_bottom"), workers=2, log=lambda _: None)
+    boot = Bootstrap()
+    d, lo, hi = paired_difference(runs, "clip_score_bottom", "random_same_size", "t2i_r5", boot)
+    assert verdict(lo, hi) == "loses to", (d, lo, hi)
+    again = evaluate_training_sets(*args, [2, 3], ("clip_score_bottom",), workers=2, log=lambda _: None)  # the same pairs, other seeds
+    twice = pl.concat([runs.filter(pl.col("training_set") == "clip_score_bottom"), again.with_columns(training_set=pl.lit("bottom_again"))])
+    d, lo, hi = paired_difference(twice, "clip_score_bottom", "bottom_again", "t2i_r5", boot)
+    assert lo < 0 < hi and verdict(lo, hi) == "ties with", (d, lo, hi)
 
 
 def test_cli_eval_prints_the_comparison_and_refuses_another_crawls_truth(world_eval, tmp_path):

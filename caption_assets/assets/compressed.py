@@ -113,7 +113,7 @@ def build_report(lake: LakeStorage, warehouse: QualityWarehouse, images: dict[st
     return render_html(paths, {
         "comparison": lambda: table_html(warehouse.query("SELECT metric, before, after FROM comparison")),
         "distributions": lambda: images_html(images if images is not None else saved_plots(lake)),
-        "evaluation": lambda: evaluation_html(*warehouse.latest_evaluation()),
+        "evaluation": lambda: evaluation_html(*warehouse.latest_evaluation(), warehouse.latest_differences()),
         "funnel": lambda: table_html(warehouse.query(FUNNEL_SQL)),
         "gallery": lambda: gallery_html(sample_outcomes(Path(lake.root), gallery_per_outcome)),
     }, problems)

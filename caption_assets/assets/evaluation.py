@@ -10,14 +10,15 @@ import json
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from caption_assets.assets.compressed import build_report, export_dir
-from caption_assets.curation_eval.headline import beats, figure, gaps, headline, wide_table
+from caption_assets.curation_eval.headline import BASELINES, difference, differences_table, figure, gaps, headline, pts, wide_table
+from caption_assets.curation_eval.intervals import Bootstrap, differences, verdict
 from caption_assets.curation_eval.recipe import Recipe
 from caption_assets.curation_eval.run import decode_images, evaluate_training_sets, summarise
 from caption_assets.curation_eval.stage_truth import LakeFrames, stage_truth
-from caption_assets.curation_eval.testset import HEADLINE, build_testset
+from caption_assets.curation_eval.testset import HEADLINE, METRICS, build_testset
 from caption_assets.curation_eval.training_sets import TRAINING_SETS
 from caption_assets.ingest import POINTER_COLUMNS
 from caption_assets.metadata import md_table
@@ -76,7 +77,9 @@ def truth_path(config: CurationEvalConfig, crawl: CrawlSource) -> Path:
     owners=["team:data-platform"],
     tags={"stage": "evaluation"},
     code_version="curation_eval-v1",
-    check_specs=[AssetCheckSpec(CHECK, asset=ASSET, description="curated must not train a worse model than a random subset of the same size (text->image R@1)")],
+    check_specs=[AssetCheckSpec(CHECK, asset=ASSET, description=(
+        "curated must train a better model than a random subset of the same size (text->image R@1, held-out phrasing): "
+        "passes when the 95% interval of the difference lies above 0, warns when it straddles 0, fails when it lies below"))],
     description=(
         "DataComp in miniature: the same small CLIP recipe (architecture, samples seen, seeds) trained on the curated "
         "export, its images with their alt-texts, a random subset of the same size, the top pairs by CLIP score, and "
@@ -95,7 +98,9 @@ def curation_eval(context: AssetExecutionContext, config: CurationEvalConfig, la
     test = build_testset(recipe.image_px, config.n_test_retrieval, config.n_test_zeroshot)
     runs = evaluate_training_sets(ingested, pixels[ok], frames.scored, frames.manifest, test, recipe, config.seeds,
                                   tuple(config.training_sets), config.workers, log=context.log.info)
-    evaluation = summarise(runs, recipe, config.training_sets)
+    boot = Bootstrap()
+    evaluation = summarise(runs, recipe, config.training_sets, boot)
+    diffs = differences(runs, "curated", [b for b in BASELINES if b in config.training_sets], list(METRICS), boot)
     truth_file = truth_path(config, crawl)
     truth, why = None, f"no truth table at {truth_file}: stage figures skipped"
     if truth_file.exists():
@@ -108,15 +113,16 @@ def curation_eval(context: AssetExecutionContext, config: CurationEvalConfig, la
             truth = stage_truth(table, frames)
     run_id = context.run.run_id
     recipe_json = json.dumps({**recipe.describe(), "seeds": config.seeds, "n_test_retrieval": config.n_test_retrieval, "n_test_zeroshot": config.n_test_zeroshot})
-    warehouse.add_evaluation(evaluation, truth, run_id, recipe_json)
+    warehouse.add_evaluation(evaluation, truth, run_id, recipe_json, diffs)
     lake.write_parquet(runs, ASSET, "runs")
     lake.write_parquet(evaluation, ASSET, "evaluation")
+    lake.write_parquet(diffs, ASSET, "differences")
     if truth is not None:
         lake.write_parquet(truth, ASSET, "stage_truth")
     else:
         lake.path(ASSET, "stage_truth").unlink(missing_ok=True)  # never leave an earlier run's figures beside this run's
     (export_dir(lake) / "report.html").write_text(build_report(lake, warehouse), encoding="utf-8")
-    line = headline(evaluation)
+    line = headline(evaluation, diffs)
     context.log.info(line)
     cur = figure(evaluation, "curated") or (0.0, 0.0)
     yield MaterializeResult(
@@ -124,6 +130,7 @@ def curation_eval(context: AssetExecutionContext, config: CurationEvalConfig, la
             "headline": MetadataValue.text(line),
             "curated_t2i_r1": cur[0],
             **{f"gap_vs_{b}": g for b, g in gaps(evaluation).items()},
+            "differences": md_table(differences_table(diffs)) if not diffs.is_empty() else MetadataValue.text("no baseline compared"),
             "evaluation": md_table(wide_table(evaluation)),
             "stage_truth": md_table(truth) if truth is not None else MetadataValue.text(why),
             "recipe": MetadataValue.json(json.loads(recipe_json)),
@@ -132,10 +139,15 @@ def curation_eval(context: AssetExecutionContext, config: CurationEvalConfig, la
             "report": MetadataValue.path(str(export_dir(lake) / "report.html")),
         }
     )
-    rnd = figure(evaluation, "random_same_size")
-    verdict = beats(evaluation, "curated", "random_same_size")
+    d = difference(diffs, "random_same_size")
+    if d is None:
+        yield AssetCheckResult(check_name=CHECK, asset_key=ASSET, passed=True,
+                               description="not measured: this run's training sets lack curated or random_same_size")
+        return
+    said = verdict(d[1], d[2])
     yield AssetCheckResult(
-        check_name=CHECK, asset_key=ASSET, passed=verdict is not False,
-        description=None if verdict is not None else "not measured: this run's training sets lack curated or random_same_size",
-        metadata={"metric": HEADLINE, "curated": cur[0], "random_same_size": rnd[0] if rnd else float("nan")},
+        check_name=CHECK, asset_key=ASSET, passed=said == "beats", severity=AssetCheckSeverity.WARN if said == "ties with" else AssetCheckSeverity.ERROR,
+        description=f"curated {said} random_same_size: {pts(*d)} (95%)",
+        metadata={"metric": HEADLINE, "difference": d[0], "ci_lo": d[1], "ci_hi": d[2], "curated": cur[0],
+                  "random_same_size": (figure(evaluation, "random_same_size") or (float("nan"),))[0]},
     )

@@ -1,9 +1,11 @@
-"""What the evaluation says, in a line and a table: the curated set against each baseline on the headline metric."""
+"""What the evaluation says, in a line and a table: the curated set against each baseline on the headline metric,
+each difference with its 95% interval over seeds and test queries (``intervals.py``)."""
 
 from __future__ import annotations
 
 import polars as pl
 
+from caption_assets.curation_eval.intervals import verdict
 from caption_assets.curation_eval.testset import HEADLINE, METRICS
 
 BASELINES = ("random_same_size", "all_raw", "curated_alt_text", "clip_score_top")
@@ -28,19 +30,51 @@ def beats(evaluation: pl.DataFrame, candidate: str, baseline: str, metric: str =
     return None if a is None or b is None else a[0] >= b[0]
 
 
-def headline(evaluation: pl.DataFrame, metric: str = HEADLINE) -> str:
-    """One line: curated's figure, its size, and the gap to each baseline in points."""
+def difference(diffs: pl.DataFrame, baseline: str, metric: str = HEADLINE, candidate: str = "curated") -> tuple[float, float, float] | None:
+    """(diff, lo, hi) of candidate minus baseline on ``metric``, or None when that pair was not compared."""
+    if diffs.is_empty():
+        return None
+    row = diffs.filter((pl.col("candidate") == candidate) & (pl.col("baseline") == baseline) & (pl.col("metric") == metric))
+    return (float(row["diff"][0]), float(row["ci_lo"][0]), float(row["ci_hi"][0])) if row.height else None
+
+
+def pts(d: float, lo: float, hi: float) -> str:
+    return f"{d * 100:+.1f} pts [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+
+
+def headline(evaluation: pl.DataFrame, diffs: pl.DataFrame | None = None, metric: str = HEADLINE) -> str:
+    """One line: curated's figure and size, then the verdict against each baseline with the 95% interval of the
+    difference (or, for a run recorded before intervals, the gap in points)."""
     cur = figure(evaluation, "curated", metric)
     if cur is None:
         return "curation_eval: no curated training set in this run"
     n = int(evaluation.filter(pl.col("training_set") == "curated")["n_pairs"][0])
     seeds = len(evaluation["seeds"][0].split(","))
-    parts = ", ".join(f"{g * 100:+.1f} pts vs {b}" for b, g in gaps(evaluation, metric).items())
-    return f"curated ({n} pairs) text->image R@1 {cur[0] * 100:.1f}% ± {cur[1] * 100:.1f} over {seeds} seeds: {parts}"
+    name = "text->image R@1" + (" (held-out phrasing)" if metric == HEADLINE else f" [{metric}]")
+    if diffs is None or diffs.is_empty():
+        parts = ", ".join(f"{g * 100:+.1f} pts vs {b}" for b, g in gaps(evaluation, metric).items())
+        return f"curated ({n} pairs) {name} {cur[0] * 100:.1f}% ± {cur[1] * 100:.1f} over {seeds} seeds: {parts}"
+    found = [(b, d) for b in BASELINES if (d := difference(diffs, b, metric)) is not None]
+    parts = "; ".join(f"{verdict(lo, hi)} {b} by {pts(d, lo, hi)}" if verdict(lo, hi) != "ties with" else f"ties with {b} ({pts(d, lo, hi)})"
+                      for b, (d, lo, hi) in found)
+    level = int(round(float(diffs["level"][0]) * 100))
+    return f"curated ({n} pairs) {name} {cur[0] * 100:.1f}%: {parts} ({level}% intervals over {seeds} seeds x {int(diffs['n_queries'][0])} queries)"
 
 
 def wide_table(evaluation: pl.DataFrame) -> pl.DataFrame:
-    """Training sets as rows, metrics as 'mean ± sd' columns (percent), plus n_pairs: for markdown and the CLI."""
-    cell = pl.format("{} ± {}", (pl.col("mean") * 100).round(1), (pl.col("sd") * 100).round(1))
+    """Training sets as rows, metrics as 'mean [lo, hi]' columns (percent; the 95% interval over seeds and queries),
+    plus n_pairs: for markdown and the CLI. Runs recorded before intervals show 'mean ± sd'."""
+    pct = lambda c: (pl.col(c) * 100).round(1)  # noqa: E731
+    with_ci = "ci_lo" in evaluation.columns and evaluation["ci_lo"].null_count() < evaluation.height
+    cell = pl.format("{} [{}, {}]", pct("mean"), pct("ci_lo"), pct("ci_hi")) if with_ci else pl.format("{} ± {}", pct("mean"), pct("sd"))
     wide = evaluation.with_columns(cell=cell).pivot(on="metric", index=["training_set", "n_pairs"], values="cell", maintain_order=True)
     return wide.select("training_set", "n_pairs", *[m for m in METRICS if m in wide.columns])
+
+
+def differences_table(diffs: pl.DataFrame) -> pl.DataFrame:
+    """Baselines as rows, metrics as 'diff [lo, hi]' columns (points): curated minus each baseline."""
+    if diffs.is_empty():
+        return diffs
+    cell = pl.format("{} [{}, {}]", *[(pl.col(c) * 100).round(1) for c in ("diff", "ci_lo", "ci_hi")])
+    wide = diffs.with_columns(cell=cell, vs=pl.lit("curated - ") + pl.col("baseline")).pivot(on="metric", index="vs", values="cell", maintain_order=True)
+    return wide.select("vs", *[m for m in METRICS if m in wide.columns])

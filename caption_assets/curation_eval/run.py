@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 from PIL import Image
 
+from caption_assets.curation_eval.intervals import HITS, Bootstrap, set_intervals
 from caption_assets.curation_eval.recipe import Recipe
 from caption_assets.curation_eval.testset import METRICS, TestSet, shrink
 from caption_assets.curation_eval.training_sets import build_training_sets
@@ -25,7 +26,7 @@ from caption_assets.readers import read_image_bytes
 
 EVALUATION_SCHEMA = {
     "training_set": pl.String, "metric": pl.String, "mean": pl.Float64, "sd": pl.Float64,
-    "n_pairs": pl.Int64, "samples_seen": pl.Int64, "seeds": pl.String,
+    "n_pairs": pl.Int64, "samples_seen": pl.Int64, "seeds": pl.String, "ci_lo": pl.Float64, "ci_hi": pl.Float64,
 }
 
 
@@ -68,14 +69,17 @@ def _train_and_measure(task: tuple[str, int, np.ndarray, list[str]]) -> dict:
 
     name, seed, rows, captions = task
     model, tokenizer, seconds = train(_STATE["pixels"][rows], captions, _STATE["recipe"], seed)
-    return {"training_set": name, "seed": seed, "n_pairs": len(rows), "train_seconds": seconds, **measure(model, tokenizer, _STATE["test"])}
+    hits = measure(model, tokenizer, _STATE["test"])
+    return {"training_set": name, "seed": seed, "n_pairs": len(rows), "train_seconds": seconds,
+            **{m: float(h.mean()) for m, h in hits.items()}, **{HITS + m: h.tolist() for m, h in hits.items()}}
 
 
 def evaluate_training_sets(
     ingested: pl.DataFrame, pixels: np.ndarray, scored: pl.DataFrame, manifest: pl.DataFrame, test: TestSet, recipe: Recipe,
     seeds: Sequence[int], names: tuple[str, ...], workers: int = 2, log: Callable[[str], None] = print,
 ) -> pl.DataFrame:
-    """One row per (training set, seed) with the six figures. ``ingested`` (uid, caption) is aligned with ``pixels``."""
+    """One row per (training set, seed): each figure of ``METRICS`` and its per-query hits (``hits_<metric>``).
+    ``ingested`` (uid, caption) is aligned with ``pixels``."""
     row_of = dict(zip(ingested["uid"].to_list(), range(ingested.height)))
     tasks = []
     for seed in seeds:
@@ -103,12 +107,14 @@ def evaluate_training_sets(
     return pl.DataFrame(results)
 
 
-def summarise(runs: pl.DataFrame, recipe: Recipe, names: Sequence[str]) -> pl.DataFrame:
-    """(training_set, metric) -> mean, sd (sample sd over seeds), n_pairs (mean over seeds), samples_seen, seeds."""
+def summarise(runs: pl.DataFrame, recipe: Recipe, names: Sequence[str], boot: Bootstrap | None = None) -> pl.DataFrame:
+    """(training_set, metric) -> mean, sd (sample sd over seeds), n_pairs (mean over seeds), samples_seen, seeds,
+    and the mean's interval over seeds and queries (ci_lo, ci_hi; ``intervals.py``)."""
     long = runs.unpivot(index=["training_set", "seed", "n_pairs"], on=list(METRICS), variable_name="metric")
     out = long.group_by("training_set", "metric").agg(
         mean=pl.col("value").mean(), sd=pl.col("value").std(ddof=1).fill_null(0.0), n_pairs=pl.col("n_pairs").mean().round().cast(pl.Int64),
         seeds=pl.col("seed").sort().cast(pl.String).str.join(","),
     ).with_columns(samples_seen=pl.lit(recipe.samples_seen, dtype=pl.Int64))
+    out = out.join(set_intervals(runs, list(METRICS), boot or Bootstrap()), on=["training_set", "metric"], how="left")
     order = {n: i for i, n in enumerate(names)}
     return out.sort(pl.col("training_set").replace_strict(order, default=len(order)), pl.col("metric").replace_strict({m: i for i, m in enumerate(METRICS)})).select(list(EVALUATION_SCHEMA))
