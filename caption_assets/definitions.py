@@ -6,7 +6,7 @@ from dagster import AssetSelection, AutomationConditionSensorDefinition, Default
 
 from caption_assets.assets.alignment_levels import build_alignment_levels
 from caption_assets.assets.compressed import build_compressed_dataset
-from caption_assets.assets.evaluation import curation_eval
+from caption_assets.assets.evaluation import build_curation_eval
 from caption_assets.assets.experts import build_vision_expert_tags
 from caption_assets.assets.fusion import build_fused_captions
 from caption_assets.assets.raw_pairs import raw_pairs, raw_pairs_reconcile
@@ -56,7 +56,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     # curation_eval tests on the procedural world's held-out split: on for world crawls (demo), off for real ones.
     evaluate = bool(settings.evaluation.get("enabled", False))
     return Definitions(
-        assets=[raw_pairs, *(build(settings) for build in MODEL_STEPS), build_compressed_dataset(settings), *([curation_eval] if evaluate else [])],
+        assets=[raw_pairs, *(build(settings) for build in MODEL_STEPS), build_compressed_dataset(settings), *([build_curation_eval(settings)] if evaluate else [])],
         asset_checks=[raw_pairs_reconcile],
         jobs=[ingest_job, shard_chain_job, shard_models_job, reward_model_job, levels_job, compress_job, *([eval_job] if evaluate else [])],
         sensors=[

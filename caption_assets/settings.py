@@ -52,19 +52,6 @@ class Settings:
         return self.warehouse_path.with_name("duplicate_index.sqlite")
 
 
-def profile_section(name: str, profile: str | None = None) -> dict[str, Any]:
-    """One section of a profile (default: the one ``CAPTION_ASSETS_PROFILE`` names in this process).
-
-    Run-config defaults come from ``Settings`` (``scoring``, ``compress``, ``evaluation``) when the definitions
-    are built; only curation_eval's module still reads its section here, on import.
-    """
-    profile = profile or os.environ.get("CAPTION_ASSETS_PROFILE", "demo")
-    path = PROFILES_DIR / f"{profile}.yaml"
-    if not path.exists():
-        raise SettingsError(f"CAPTION_ASSETS_PROFILE={profile!r} is not a known profile (choose one of {', '.join(available_profiles())})")
-    return dict((yaml.safe_load(path.read_text()) or {}).get(name) or {})
-
-
 def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 

@@ -32,6 +32,7 @@ r = defs.resources
 print(json.dumps({
     "scored_pairs": defaults("scored_pairs"),
     "compressed_dataset": defaults("compressed_dataset"),
+    "curation_eval": defaults("curation_eval") if graph.has(AssetKey("curation_eval")) else None,
     "clip": [r["clip"].model_name, r["clip"].pretrained],
     "captioner": r["captioner"].model,
     "fuser": r["fuser"].backend,
@@ -78,6 +79,7 @@ def test_demo_definitions_in_a_production_process_carry_the_demos_defaults():
     assert got["scored_pairs"]["drop_clip_quantile"] == 0.0
     assert {k: got["compressed_dataset"][k] for k in demo["compress"]} == demo["compress"]
     assert got["clip"][0] == "world-clip" and "curation_eval" in got["assets"]
+    assert {k: got["curation_eval"][k] for k in demo["evaluation"] if k != "enabled"} == {k: v for k, v in demo["evaluation"].items() if k != "enabled"}
     assert got["environment_changed"] == []
 
 

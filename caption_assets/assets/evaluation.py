@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import polars as pl
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetCheckResult, AssetsDefinition, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from caption_assets.assets.compressed import build_report, export_dir
 from caption_assets.curation_eval.headline import BASELINES, difference, differences_table, figure, gaps, headline, pts, wide_table
@@ -22,25 +22,26 @@ from caption_assets.curation_eval.testset import HEADLINE, METRICS, build_testse
 from caption_assets.curation_eval.training_sets import TRAINING_SETS
 from caption_assets.ingest import POINTER_COLUMNS
 from caption_assets.metadata import md_table
-from caption_assets.settings import profile_section
+from caption_assets.config_defaults import with_defaults
+from caption_assets.settings import Settings
 from resources import CrawlSource, LakeStorage, QualityWarehouse
 
 ASSET = "curation_eval"
 CHECK = "curated_beats_random_same_size"
-_PROFILE = profile_section("evaluation")
 _RECIPE = Recipe()
 
 
 class CurationEvalConfig(Config):
-    """The recipe is fixed for all training sets of a run; change it here and it changes for all of them."""
+    """The recipe is fixed for all training sets of a run; change it here and it changes for all of them.
+    Defaults are the settings' ``evaluation:`` section (``build_curation_eval``), these fields' values otherwise."""
 
-    seeds: list[int] = _PROFILE.get("seeds", [0, 1, 2])
-    steps: int = _PROFILE.get("steps", _RECIPE.steps)
-    batch_size: int = _PROFILE.get("batch_size", _RECIPE.batch_size)
+    seeds: list[int] = [0, 1, 2]
+    steps: int = _RECIPE.steps
+    batch_size: int = _RECIPE.batch_size
     training_sets: list[str] = list(TRAINING_SETS)
     n_test_retrieval: int = 500
     n_test_zeroshot: int = 400
-    workers: int = _PROFILE.get("workers", 2)
+    workers: int = 2
     truth_table: str | None = None  # default: truth.parquet beside the crawl folder (world crawls write it there)
 
     def recipe(self) -> Recipe:
@@ -70,23 +71,39 @@ def truth_path(config: CurationEvalConfig, crawl: CrawlSource) -> Path:
     return Path(config.truth_table) if config.truth_table else Path(crawl.crawl_dir).resolve().parent / "truth.parquet"
 
 
-@asset(
-    deps=["compressed_dataset"],
-    group_name="dataset",
-    kinds={"pytorch", "duckdb"},
-    owners=["team:data-platform"],
-    tags={"stage": "evaluation"},
-    code_version="curation_eval-v1",
-    check_specs=[AssetCheckSpec(CHECK, asset=ASSET, description=(
-        "curated must train a better model than a random subset of the same size (text->image R@1, held-out phrasing): "
-        "passes when the 95% interval of the difference lies above 0, warns when it straddles 0, fails when it lies below"))],
-    description=(
-        "DataComp in miniature: the same small CLIP recipe (architecture, samples seen, seeds) trained on the curated "
-        "export, its images with their alt-texts, a random subset of the same size, the top pairs by CLIP score, and "
-        "every ingested pair; measured on the world's held-out test split. Plus every stage judged against the crawl's truth table."
-    ),
-)
-def curation_eval(context: AssetExecutionContext, config: CurationEvalConfig, lake: LakeStorage, warehouse: QualityWarehouse, crawl: CrawlSource):
+def _asset_decorator():
+    return asset(
+        deps=["compressed_dataset"],
+        group_name="dataset",
+        kinds={"pytorch", "duckdb"},
+        owners=["team:data-platform"],
+        tags={"stage": "evaluation"},
+        code_version="curation_eval-v1",
+        check_specs=[AssetCheckSpec(CHECK, asset=ASSET, description=(
+            "curated must train a better model than a random subset of the same size (text->image R@1, held-out phrasing): "
+            "passes when the 95% interval of the difference lies above 0, warns when it straddles 0, fails when it lies below"))],
+        description=(
+            "DataComp in miniature: the same small CLIP recipe (architecture, samples seen, seeds) trained on the curated "
+            "export, its images with their alt-texts, a random subset of the same size, the top pairs by CLIP score, and "
+            "every ingested pair; measured on the world's held-out test split. Plus every stage judged against the crawl's truth table."
+        ),
+    )
+
+
+def build_curation_eval(settings: Settings) -> AssetsDefinition:
+    """The asset with its recipe defaults from the settings' ``evaluation:`` section (``enabled`` aside)."""
+    section = {k: v for k, v in settings.evaluation.items() if k != "enabled"}
+    config_class = with_defaults(CurationEvalConfig, section, f"profile {settings.profile!r}: evaluation")
+
+    def curation_eval(context: AssetExecutionContext, config: config_class, lake: LakeStorage, warehouse: QualityWarehouse, crawl: CrawlSource):  # type: ignore[valid-type]
+        yield from evaluate_lake(context, config, lake, warehouse, crawl)
+
+    return _asset_decorator()(curation_eval)
+
+
+def evaluate_lake(context: AssetExecutionContext, config: CurationEvalConfig, lake: LakeStorage, warehouse: QualityWarehouse, crawl: CrawlSource):
+    """Train the recipe on every training set and seed, measure, judge each stage against the truth; yields the
+    materialization and the check."""
     frames = read_lake(lake)
     if frames.manifest.height == 0:
         raise Failure("nothing to evaluate: the compressed dataset exported no pairs")
