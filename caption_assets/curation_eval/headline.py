@@ -24,12 +24,6 @@ def gaps(evaluation: pl.DataFrame, metric: str = HEADLINE) -> dict[str, float]:
     return {b: cur[0] - f[0] for b in BASELINES if (f := figure(evaluation, b, metric)) is not None}
 
 
-def beats(evaluation: pl.DataFrame, candidate: str, baseline: str, metric: str = HEADLINE) -> bool | None:
-    """Whether ``candidate``'s mean is at least ``baseline``'s (None when either was not measured): the asset check's rule."""
-    a, b = figure(evaluation, candidate, metric), figure(evaluation, baseline, metric)
-    return None if a is None or b is None else a[0] >= b[0]
-
-
 def difference(diffs: pl.DataFrame, baseline: str, metric: str = HEADLINE, candidate: str = "curated") -> tuple[float, float, float] | None:
     """(diff, lo, hi) of candidate minus baseline on ``metric``, or None when that pair was not compared."""
     if diffs.is_empty():
