@@ -62,6 +62,8 @@ def test_the_same_run_gives_the_same_interval_and_the_summary_carries_it():
     d = one.filter((pl.col("baseline") == "random_same_size") & (pl.col("metric") == "t2i_r1")).row(0, named=True)
     assert f"beats random_same_size by {d['diff'] * 100:+.1f} pts [{d['ci_lo'] * 100:+.1f}, {d['ci_hi'] * 100:+.1f}]" in line
     assert "(95% intervals over 3 seeds x 400 queries)" in line and "held-out phrasing" in line
+    r5 = one.filter((pl.col("baseline") == "random_same_size") & (pl.col("metric") == "t2i_r5")).row(0, named=True)
+    assert line.endswith(f"; at R@5: beats random_same_size ({r5['diff'] * 100:+.1f} pts [{r5['ci_lo'] * 100:+.1f}, {r5['ci_hi'] * 100:+.1f}])")
     assert differences_table(one)["vs"].to_list() == ["curated - random_same_size", "curated - all_raw"]
 
 

@@ -52,7 +52,11 @@ def headline(evaluation: pl.DataFrame, diffs: pl.DataFrame | None = None, metric
     parts = "; ".join(f"{verdict(lo, hi)} {b} by {pts(d, lo, hi)}" if verdict(lo, hi) != "ties with" else f"ties with {b} ({pts(d, lo, hi)})"
                       for b, (d, lo, hi) in found)
     level = int(round(float(diffs["level"][0]) * 100))
-    return f"curated ({n} pairs) {name} {cur[0] * 100:.1f}%: {parts} ({level}% intervals over {seeds} seeds x {int(diffs['n_queries'][0])} queries)"
+    line = f"curated ({n} pairs) {name} {cur[0] * 100:.1f}%: {parts} ({level}% intervals over {seeds} seeds x {int(diffs['n_queries'][0])} queries)"
+    r5 = difference(diffs, "random_same_size", "t2i_r5") if metric == HEADLINE else None
+    if r5 is not None:  # the companion figure, for a run where R@1 sits near chance
+        line += f"; at R@5: {verdict(r5[1], r5[2])} random_same_size ({pts(*r5)})"
+    return line
 
 
 def wide_table(evaluation: pl.DataFrame) -> pl.DataFrame:
