@@ -271,7 +271,7 @@ def iter_img2dataset_parquet(path: Path) -> Iterator[Record]:
     caption_col = next((c for c in CAPTION_COLUMNS if c in names), None)
     row = 0
     seen: set[str] = set()
-    resolved = str(path.resolve())
+    resolved, folder = str(path.resolve()), path.parent.resolve()
     batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS)
     while True:
         try:  # a corrupt page fails here, rows into the file
@@ -299,7 +299,7 @@ def iter_img2dataset_parquet(path: Path) -> Iterator[Record]:
                 data = r[image_col]
                 rec = Record(key, member, ImageRef("parquet", resolved, image_col, row, len(data)), data, caption, url, meta)
             elif path_col is not None and r[path_col]:
-                rec = _file_record(path.parent, key, str(r[path_col]), caption, url, meta)
+                rec = _file_record(folder, key, str(r[path_col]), caption, url, meta)
             else:
                 rec = Record(key, member, caption=caption, url=url, problem=("missing_image", "row has neither image bytes nor an image path"))
             if caption_col and not isinstance(caption, (str, bytes, type(None))):
@@ -338,6 +338,7 @@ def iter_manifest(path: Path) -> Iterator[Record]:
         yield Record(None, path.name, problem=("unreadable_shard", f"cannot read manifest: {exc}"))
         return
     seen: set[str] = set()
+    folder = path.parent.resolve()
     for i, row in enumerate(rows):
         member = f"line {i + 1}"
         if isinstance(row, Exception):
@@ -359,7 +360,7 @@ def iter_manifest(path: Path) -> Iterator[Record]:
             yield Record(key, member, problem=("duplicate_key", f"key {key!r} appears again later in the manifest"))
         else:
             seen.add(key)
-            yield _file_record(path.parent, key, image, caption, url, meta, member)
+            yield _file_record(folder, key, image, caption, url, meta, member)
 
 
 def _manifest_rows(path: Path) -> Iterator[dict[str, Any] | Exception]:
@@ -382,13 +383,14 @@ def _manifest_rows(path: Path) -> Iterator[dict[str, Any] | Exception]:
 
 
 def _file_record(base: Path, key: str, image: str, caption: Any, url: str | None, meta: dict[str, Any] | None, member: str | None = None) -> Record:
+    """A record for an image file named relative to ``base`` (the shard's folder, already resolved)."""
     member = member or image
     if is_unsafe_member(image):
         return Record(key, member, problem=("unsafe_path", f"image path {image!r} is absolute or climbs out with '..'"))
     file = base / image
     try:
         resolved = file.resolve()
-        if not resolved.is_relative_to(base.resolve()):  # a link inside the crawl that points out of it
+        if not resolved.is_relative_to(base):  # a link inside the crawl that points out of it
             return Record(key, member, problem=("unsafe_path", f"image path {image!r} resolves outside the shard's folder"))
         data = resolved.read_bytes()
     except FileNotFoundError:
