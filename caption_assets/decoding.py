@@ -55,12 +55,3 @@ class HammingDiversity(LogitsProcessor):
                 chosen = rec.steps[step].to(scores.device)
                 counts.scatter_add_(1, chosen, torch.ones_like(chosen, dtype=scores.dtype))
         return scores - self.penalty * counts.repeat_interleave(self.num_beams, dim=0)
-
-
-def distinct_ngram_ratio(candidates: Sequence[str], n: int = 2) -> float:
-    """Distinct n-grams / all n-grams across a candidate set (1.0 = no n-gram repeated)."""
-    grams = []
-    for c in candidates:
-        words = c.lower().split()
-        grams += [tuple(words[i : i + n]) for i in range(max(0, len(words) - n + 1))]
-    return len(set(grams)) / len(grams) if grams else 0.0

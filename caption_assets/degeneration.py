@@ -9,6 +9,7 @@ the export check.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 _TOKEN = re.compile(r"[^\W_]+(?:['-][^\W_]+)*", re.UNICODE)
 
@@ -36,3 +37,12 @@ def degeneration(text: str | None) -> str | None:
 
 def is_degenerate(text: str | None) -> bool:
     return degeneration(text) is not None
+
+
+def distinct_ngram_ratio(candidates: Sequence[str], n: int = 2) -> float:
+    """Distinct n-grams / all n-grams across a candidate set (1.0 = no n-gram repeated)."""
+    grams = []
+    for c in candidates:
+        words = c.lower().split()
+        grams += [tuple(words[i : i + n]) for i in range(max(0, len(words) - n + 1))]
+    return len(set(grams)) / len(grams) if grams else 0.0

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-REWARD_CODE_VERSION = "reward-head-v1"
+from caption_assets.reward_version import REWARD_CODE_VERSION  # noqa: F401 - re-exported
 
 
 class RewardHead(nn.Module):

@@ -14,17 +14,16 @@ import threading
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
-from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer, LogitsProcessorList
 
-from caption_assets.decoding import HammingDiversity, StepRecorder
-from resources.clip import PRECISIONS, resolve_device
-from resources.pointer_data import PointerImages, pointer_loader
+from resources.torch_device import inference_mode, resolve_device, torch_dtype
+
+if TYPE_CHECKING:  # torch and transformers load with the model, not with the definitions
+    import torch
 
 log = logging.getLogger(__name__)
 DECODING_MODES = ("greedy", "beam", "diverse_beam", "sampling")
@@ -42,6 +41,7 @@ looking standing sitting lying parked holding posing seen close-up view top side
 
 def build_demo_captioner(folder: Path, seed: int = 0) -> Path:
     """A tiny ViT -> GPT-2 VisionEncoderDecoder with a word-level tokenizer. RANDOM WEIGHTS."""
+    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers.utils import logging as hf_logging
     from transformers import GPT2Config, PreTrainedTokenizerFast, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig, ViTImageProcessor
@@ -70,6 +70,7 @@ def build_demo_captioner(folder: Path, seed: int = 0) -> Path:
 @lru_cache(maxsize=2)
 def load_captioner(source: str, device: str, precision: str) -> tuple[Any, Any, Any]:
     """(model, image processor, tokenizer), once per process per configuration."""
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from huggingface_hub.utils import disable_progress_bars
@@ -84,7 +85,7 @@ def load_captioner(source: str, device: str, precision: str) -> tuple[Any, Any, 
     tokenizer = getattr(proc, "tokenizer", None) or AutoTokenizer.from_pretrained(source, **local)
     model.to(device).eval()
     if device.startswith("cuda") and precision != "fp32":
-        model.to(PRECISIONS[precision])
+        model.to(torch_dtype(precision))
     return model, image_processor, tokenizer
 
 
@@ -141,6 +142,8 @@ class Captioner(ConfigurableResource):
 
     def caption_images(self, refs: Sequence[tuple]) -> tuple[list[list[str]], np.ndarray]:
         """``num_candidates`` captions per image pointer, and the mask of images that decoded."""
+        from resources.pointer_data import PointerImages, pointer_loader
+
         self.load()
         size = int(getattr(self._model.config, "encoder", self._model.config).__dict__.get("image_size", 224) or 224)
         dataset = PointerImages(refs, self._pixels, size)
@@ -151,10 +154,12 @@ class Captioner(ConfigurableResource):
             oks.append(ok.numpy())
         return out, (np.concatenate(oks) if oks else np.zeros(0, bool))
 
-    @torch.inference_mode()
+    @inference_mode
     def generate(self, pixel_values: torch.Tensor) -> list[list[str]]:
         """Candidates for a batch of preprocessed images, in decoding order (group order for DBS)."""
-        dtype = PRECISIONS[self.precision] if self._device.startswith("cuda") else torch.float32
+        import torch
+
+        dtype = torch_dtype(self.precision) if self._device.startswith("cuda") else torch.float32
         inputs = {"pixel_values": pixel_values.to(self._device, dtype=dtype), **self._prompt_inputs(len(pixel_values))}
         n = self.num_candidates
         common = {"max_new_tokens": self.max_new_tokens}
@@ -172,6 +177,10 @@ class Captioner(ConfigurableResource):
 
     def _diverse_beam(self, inputs: dict[str, torch.Tensor], common: dict[str, Any]) -> list[list[str]]:
         """One candidate per group: group g is a beam search penalised by groups < g (Hamming diversity)."""
+        from transformers import LogitsProcessorList
+
+        from caption_assets.decoding import HammingDiversity, StepRecorder
+
         k = max(self.beams_per_group, 1)
         recorders: list[StepRecorder] = []
         groups: list[list[str]] = []
@@ -197,6 +206,8 @@ class Captioner(ConfigurableResource):
             return {}
         ids = self._tokenizer([self.prompt] * batch, return_tensors="pt", add_special_tokens=False).input_ids.to(self._device)
         if self._model.config.is_encoder_decoder:
+            import torch
+
             start = torch.full((batch, 1), self._model.config.decoder_start_token_id, dtype=ids.dtype, device=self._device)
             return {"decoder_input_ids": torch.cat([start, ids], dim=1)}
         return {"input_ids": ids}

@@ -14,19 +14,17 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import open_clip
-import torch
-from open_clip.transformer import text_global_pool
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
-from torch.utils.data import DataLoader, Dataset
 
-from caption_assets.clip_models import register_config, untrained_clip
-from caption_assets.clip_tokenizer import fast_tokenizer
-from resources.pointer_data import PointerImages, PointerPairs, pointer_loader
+from resources.torch_device import inference_mode, resolve_device, torch_dtype
+
+if TYPE_CHECKING:  # torch and open_clip load with the model, not with the definitions (resources/torch_device.py)
+    import torch
+    from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +35,14 @@ DEMO_MODEL_CONFIG: dict[str, Any] = {
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 128, "patch_size": 16, "head_width": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 2},
 }
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LOAD_COUNT = {"n": 0}  # how many times a model was actually built in this process (tests read it)
 _lock = threading.Lock()
 
 
 def register_demo_config(name: str = DEMO_MODEL_NAME, config: dict[str, Any] | None = None) -> None:
     """Make a small architecture known to open_clip under ``name`` (its model-config registry)."""
+    from caption_assets.clip_models import register_config
+
     register_config(name, config or DEMO_MODEL_CONFIG)
 
 
@@ -52,6 +51,10 @@ def build_random_checkpoint(path: Path, model_name: str = DEMO_MODEL_NAME, seed:
 
     Scores from these weights MEAN NOTHING; they exist so every code path runs offline.
     """
+    import torch
+
+    from caption_assets.clip_models import untrained_clip
+
     register_demo_config()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -70,6 +73,10 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     captions fill ~15-25 of 77 positions). Same steps as open_clip's ``CLIP.encode_text``, with the
     positional embedding and attention mask cut to length; other model classes run unchanged.
     """
+    import open_clip
+    import torch
+    from open_clip.transformer import text_global_pool
+
     if type(model) is not open_clip.CLIP or model.text_pool_type != "argmax" or model.attn_mask is None:
         return model.encode_text(tokens)
     length = int(tokens.argmax(dim=-1).max()) + 1  # the end-of-text token has the highest id
@@ -85,12 +92,6 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     return model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 @lru_cache(maxsize=4)
 def load_clip(model_name: str, pretrained: str, device: str, precision: str) -> tuple[torch.nn.Module, Callable, Callable]:
     """(model, image preprocess, tokenizer), built once per process for a given configuration.
@@ -98,6 +99,10 @@ def load_clip(model_name: str, pretrained: str, device: str, precision: str) -> 
     A checkpoint file may carry its architecture beside it (``<model_name>.json`` in the same folder,
     open_clip's model-config format): it is registered with ``open_clip.add_model_config`` first.
     """
+    import open_clip
+
+    from caption_assets.clip_tokenizer import fast_tokenizer
+
     register_demo_config()
     config = Path(pretrained).parent / f"{model_name}.json"
     if config.is_file() and model_name not in open_clip.list_models():
@@ -106,7 +111,7 @@ def load_clip(model_name: str, pretrained: str, device: str, precision: str) -> 
     model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
     model.eval()
     if device.startswith("cuda") and precision != "fp32":
-        model = model.to(PRECISIONS[precision])
+        model = model.to(torch_dtype(precision))
     return model, preprocess, fast_tokenizer(open_clip.get_tokenizer(model_name))
 
 
@@ -157,11 +162,13 @@ class ClipScorer(ConfigurableResource):
         return f"{self.model_name}:{Path(self.pretrained).name if self.pretrained != 'demo' else 'demo-random-seed0'}"
 
     def _autocast(self):
+        import torch
+
         if self._device.startswith("cuda") and self.precision != "fp32":
-            return torch.autocast("cuda", dtype=PRECISIONS[self.precision])
+            return torch.autocast("cuda", dtype=torch_dtype(self.precision))
         return torch.autocast("cpu", enabled=False)
 
-    @torch.inference_mode()
+    @inference_mode
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """L2-normalised text embeddings, float32 [N, D]."""
         self.load()
@@ -171,9 +178,11 @@ class ClipScorer(ConfigurableResource):
             out.append(self._run(lambda t: encode_text_trimmed(self._model, t), tokens))
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
-    @torch.inference_mode()
+    @inference_mode
     def encode_images(self, refs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray]:
         """(L2-normalised image embeddings float32 [N, D], ok mask [N]) read from shard pointers."""
+        from resources.pointer_data import PointerImages
+
         self.load()
         embs, oks = [], []
         for pixels, ok in self._loader(PointerImages(refs, self._preprocess, _image_size(self._preprocess))):
@@ -184,9 +193,11 @@ class ClipScorer(ConfigurableResource):
             return np.zeros((0, self.embed_dim), np.float32), np.zeros(0, bool)
         return np.concatenate(embs), np.concatenate(oks)
 
-    @torch.inference_mode()
+    @inference_mode
     def encode_pairs(self, refs: Sequence[tuple], captions: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One pass over (image pointer, caption) pairs: (image emb, text emb, image-ok mask), float32, L2-normalised."""
+        from resources.pointer_data import PointerPairs
+
         self.load()
         dataset = PointerPairs(refs, captions, self._preprocess, self._tokenizer, _image_size(self._preprocess))
         imgs, txts, oks = [], [], []
@@ -200,10 +211,14 @@ class ClipScorer(ConfigurableResource):
         return np.concatenate(imgs), np.concatenate(txts), np.concatenate(oks)
 
     def _loader(self, dataset: Dataset) -> DataLoader:
+        from resources.pointer_data import pointer_loader
+
         return pointer_loader(dataset, self.batch_size, self.num_workers, self._device)
 
     def _run(self, fn: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> np.ndarray:
         """Forward a batch; on CUDA out-of-memory, split it in halves and retry (no record lost)."""
+        import torch
+
         try:
             with self._autocast():
                 emb = fn(batch)

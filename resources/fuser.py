@@ -23,7 +23,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from caption_assets.fusion import FusionInput, load_template, render_prompt
-from resources.clip import PRECISIONS, resolve_device
+from resources.torch_device import resolve_device, torch_dtype
 
 log = logging.getLogger(__name__)
 BACKENDS = ("rules", "transformers", "openai")
@@ -42,7 +42,7 @@ def load_causal_lm(source: str, device: str, precision: str) -> tuple[Any, Any]:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(source, **local).to(device).eval()
     if device.startswith("cuda") and precision != "fp32":
-        model.to(PRECISIONS[precision])
+        model.to(torch_dtype(precision))
     return model, tok
 
 

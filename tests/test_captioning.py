@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from caption_assets.assets.recaption import rerank
-from caption_assets.decoding import distinct_ngram_ratio
+from caption_assets.degeneration import distinct_ngram_ratio
 from caption_assets.fusion import FusionInput, Guardrails, reject_reason, render_prompt, rule_fuse, unsupported_entities
 from resources.captioner import Captioner
 from resources.clip import ClipScorer, build_random_checkpoint

@@ -16,9 +16,8 @@ from caption_assets.assets.compressed import build_report, export_dir
 from caption_assets.curation_eval.headline import BASELINES, difference, differences_table, figure, gaps, headline, pts, wide_table
 from caption_assets.curation_eval.intervals import Bootstrap, differences, verdict
 from caption_assets.curation_eval.recipe import Recipe
-from caption_assets.curation_eval.run import decode_images, evaluate_training_sets, summarise
 from caption_assets.curation_eval.stage_truth import LakeFrames, stage_truth
-from caption_assets.curation_eval.testset import HEADLINE, METRICS, build_testset
+from caption_assets.curation_eval.metrics import HEADLINE, METRICS
 from caption_assets.curation_eval.training_sets import TRAINING_SETS
 from caption_assets.ingest import POINTER_COLUMNS
 from caption_assets.metadata import md_table
@@ -104,6 +103,9 @@ def build_curation_eval(settings: Settings) -> AssetsDefinition:
 def evaluate_lake(context: AssetExecutionContext, config: CurationEvalConfig, lake: LakeStorage, warehouse: QualityWarehouse, crawl: CrawlSource):
     """Train the recipe on every training set and seed, measure, judge each stage against the truth; yields the
     materialization and the check."""
+    from caption_assets.curation_eval.run import decode_images, evaluate_training_sets, summarise  # torch: in the step only
+    from caption_assets.curation_eval.testset import build_testset
+
     frames = read_lake(lake)
     if frames.manifest.height == 0:
         raise Failure("nothing to evaluate: the compressed dataset exported no pairs")

@@ -10,7 +10,6 @@ from caption_assets.fusion import FusionInput, Guardrails, expert_facts, reject_
 from caption_assets.metadata import counts_by, describe, md_table, preview, table_schema
 from caption_assets.partitions import shards_partitions
 from caption_assets.placement import model_step
-from caption_assets.reward import load_head, score_with_head
 from caption_assets.settings import Settings
 from resources import CaptionFuser, ClipScorer, LakeStorage, QualityWarehouse
 
@@ -118,6 +117,8 @@ def fused_captions(
     experts = pl.read_parquet(experts_path) if experts_path.exists() else None
     out = fuse_shard(rec, experts, fuser, clip, config)
     if head_path(lake).exists() and out.height:
+        from caption_assets.reward import load_head, score_with_head  # torch: in the step only
+
         head, _ = load_head(head_path(lake))
         final_reward = score_with_head(head, out["image_emb"].to_numpy().astype(np.float32), out["final_text_emb"].to_numpy().astype(np.float32))
         out = out.with_columns(final_reward_score=pl.Series(final_reward.astype(np.float32)))

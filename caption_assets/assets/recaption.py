@@ -4,8 +4,7 @@ import numpy as np
 import polars as pl
 from dagster import AssetsDefinition, AutomationCondition, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
-from caption_assets.decoding import distinct_ngram_ratio
-from caption_assets.degeneration import is_degenerate
+from caption_assets.degeneration import distinct_ngram_ratio, is_degenerate
 from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import describe, md_table, preview, table_schema
 from caption_assets.partitions import shards_partitions

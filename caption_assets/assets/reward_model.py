@@ -7,7 +7,7 @@ from dagster import AssetsDefinition, AssetExecutionContext, Config, DataVersion
 from caption_assets.ingest import POINTER_COLUMNS
 from caption_assets.metadata import md_table
 from caption_assets.placement import model_step
-from caption_assets.reward import REWARD_CODE_VERSION, data_hash, expand_preferences, save_head, train_reward_head
+from caption_assets.reward_version import REWARD_CODE_VERSION
 from caption_assets.settings import Settings
 from resources import AnnotationSource, ClipScorer, LakeStorage
 
@@ -69,6 +69,8 @@ def alignment_reward_model(
         path.unlink(missing_ok=True)  # no stale referee may outlive its data
         context.log.warning(f"only {len(usable)} annotation records match raw_pairs; no reward model trained")
         return MaterializeResult(metadata={**base_meta, "trained": False}, data_version=DataVersion("untrained"))
+
+    from caption_assets.reward import data_hash, expand_preferences, save_head, train_reward_head  # torch: in the step only
 
     image_emb, ok = clip.encode_images([by_uid[r["image_key"]] for r in usable])
     usable = [r for r, good in zip(usable, ok) if good]

@@ -12,7 +12,6 @@ from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import counts_by, md_histogram, md_table, preview, table_schema
 from caption_assets.partitions import shards_partitions
 from caption_assets.placement import model_step
-from caption_assets.reward import load_head, score_with_head
 from caption_assets.scoring import KeepRules, assign_levels, keep_decisions, levels_version
 from caption_assets.settings import Settings
 from resources import ClipScorer, LakeStorage, QualityWarehouse
@@ -44,6 +43,8 @@ def score_pairs(raw: pl.DataFrame, clip: ClipScorer, head_file=None) -> tuple[pl
     clip_score = cosine(img32, txt32)
     reward, version = None, None
     if head_file is not None and head_file.exists():
+        from caption_assets.reward import load_head, score_with_head  # torch: in the step only
+
         head, version = load_head(head_file)
         reward = score_with_head(head, img32, txt32)
     dim = image.shape[1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 
 from caption_assets.curation_eval.intervals import verdict
-from caption_assets.curation_eval.testset import HEADLINE, METRICS
+from caption_assets.curation_eval.metrics import HEADLINE, METRICS
 
 BASELINES = ("random_same_size", "all_raw", "curated_alt_text", "clip_score_top")
 

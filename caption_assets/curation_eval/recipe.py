@@ -11,13 +11,12 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
-from caption_assets.clip_models import register_config, untrained_clip
-from caption_assets.world.data import warmup_cosine
-from caption_assets.world.train_clip import adamw, normalise_pixels
+import numpy as np
+
+if TYPE_CHECKING:  # torch loads when a model is trained, not when the definitions import the recipe
+    import torch
 
 EVAL_CLIP_NAME = "curation-eval-clip"
 EVAL_CLIP_CONFIG = {
@@ -49,6 +48,9 @@ class Recipe:
 def fresh_model(seed: int):
     """A new, randomly initialised model (seeded) and its tokenizer."""
     import open_clip
+    import torch
+
+    from caption_assets.clip_models import register_config, untrained_clip
 
     name = register_config(EVAL_CLIP_NAME, EVAL_CLIP_CONFIG)
     torch.manual_seed(seed)
@@ -63,6 +65,12 @@ def train(pixels: np.ndarray, captions: list[str], recipe: Recipe, seed: int):
     """
     if len(captions) != len(pixels) or not len(captions):
         raise ValueError(f"need as many captions as images and at least one pair (got {len(captions)} and {len(pixels)})")
+    import torch
+    import torch.nn.functional as F
+
+    from caption_assets.world.data import warmup_cosine
+    from caption_assets.world.train_clip import adamw, normalise_pixels
+
     t0 = time.perf_counter()
     model, tokenizer = fresh_model(seed)
     images = normalise_pixels(pixels)
@@ -91,5 +99,7 @@ def train(pixels: np.ndarray, captions: list[str], recipe: Recipe, seed: int):
 
 def _epochs(n: int, total: int, gen: torch.Generator) -> torch.Tensor:
     """Concatenated random permutations of range(n), cut to ``total`` indices."""
+    import torch
+
     reps = -(-total // n)
     return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])[:total]

@@ -17,16 +17,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from caption_assets.curation_eval.metrics import BASE_METRICS, CANONICAL, HEADLINE, METRICS  # noqa: F401 - re-exported
 from caption_assets.curation_eval.phrasing import HELD_OUT_ZEROSHOT_PROMPTS, held_out_caption
 from caption_assets.world.captions import canonical
 from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, as_crawled, test_scenes, zeroshot_classes
 from caption_assets.world.scene import COLOURS, SHAPES, Scene
 from caption_assets.world.train_clip import normalise_pixels
 
-BASE_METRICS = ("t2i_r1", "t2i_r5", "i2t_r1", "i2t_r5", "zeroshot_shape_acc", "zeroshot_colour_acc")
-CANONICAL = "_canonical"  # suffix of the figures measured with the grammar's own phrasing
-METRICS = (*BASE_METRICS, *(m + CANONICAL for m in BASE_METRICS))
-HEADLINE = "t2i_r1"  # text->image R@1, queries in the held-out phrasing
 # Offsets inside the TEST split, apart from the ones the demo models' own figures use (0, 100k, 200k).
 RETRIEVAL_OFFSET, ZEROSHOT_OFFSET = 300_000, 400_000
 
