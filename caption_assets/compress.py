@@ -1,4 +1,4 @@
-"""Dataset compression: exact dedup, SemDeDup, and TL;DR / Compress & Align codebook selection.
+"""Dataset compression: exact and verified-copy dedup, SemDeDup, and TL;DR / Compress & Align codebook selection.
 
 Pure functions over numpy arrays and polars frames. k-means and the similarity search run in faiss
 (inner product on L2-normalised float32 embeddings), so millions of 512-d rows fit on one machine:
@@ -22,7 +22,6 @@ class CompressConfig:
     n_clusters: int = 0  # 0: about sqrt(N / 2), at least 1
     kmeans_iters: int = 20
     semdedup_eps: float = 0.05  # drop if cosine to a kept pair > 1 - eps
-    phash_max_distance: int = 4  # "near-identical" images for the caption+phash rule
     alpha: float = 0.5  # quota ~ size^alpha; 0 = uniform coverage, 1 = proportional
     score: str = "clip"  # "clip" (final caption's clip score), "reward", or "mix"
     mix_weight: float = 0.5  # weight of reward in "mix" (z-scored)
@@ -49,26 +48,26 @@ def selection_score(df: pl.DataFrame, cfg: CompressConfig) -> np.ndarray:
     return cfg.mix_weight * np.nan_to_num(z(reward), nan=-10) + (1 - cfg.mix_weight) * z(clip)
 
 
-def exact_duplicates(df: pl.DataFrame, score: np.ndarray, phash_max_distance: int) -> np.ndarray:
-    """Boolean mask of rows to drop: same image bytes, or same caption on a near-identical image.
-
-    The best-scored row of each duplicate set survives (ties: the earlier row).
-    """
-    order = pl.DataFrame({"i": np.arange(df.height), "s": score, "sha": df["sha256"], "cap": df["final_caption"].str.to_lowercase().str.strip_chars(), "ph": df["phash"]})
+def exact_duplicates(df: pl.DataFrame, score: np.ndarray) -> np.ndarray:
+    """Boolean mask of rows to drop: the same image bytes, or a verified copy (the duplicate index's
+    ``copy`` verdict: re-encode, rescale, crop or shift, aligned and checked region by region) of
+    another row here. The best-scored row of each set survives (ties: the earlier row)."""
+    uid = df["uid"] if "uid" in df.columns else pl.Series([str(i) for i in range(df.height)])
+    if "duplicate_kind" in df.columns and "duplicate_of" in df.columns:
+        of = df.select(pl.when(pl.col("duplicate_kind") == "copy").then(pl.col("duplicate_of"))).to_series()
+    else:
+        of = pl.Series([None] * df.height, dtype=pl.String)
+    links = pl.DataFrame({"uid": uid, "of": of})
+    # a copy of a copy: follow the first occurrence twice (the index points each copy at its first earlier match)
+    parent = dict(zip(links["uid"], links["of"]))
+    root = links.with_columns(root=pl.coalesce(pl.col("of").replace_strict(parent, default=None), pl.col("of"), pl.col("uid")))
+    order = pl.DataFrame({"i": np.arange(df.height), "s": score, "sha": df["sha256"], "root": root["root"]})
     ranked = order.sort(["s", "i"], descending=[True, False]).with_columns(rank=pl.int_range(pl.len()))
-    by_sha = ranked.with_columns(first=pl.col("rank").min().over("sha")).filter(pl.col("rank") != pl.col("first"))["i"].to_numpy()
-    # same caption: compare perceptual hashes pairwise inside each caption group; a huge group (one
-    # boilerplate caption on thousands of images) falls back to equal hashes so the join stays linear
-    sized = ranked.with_columns(n=pl.len().over("cap"))
-    small = sized.filter(pl.col("n") <= 256)
-    pairs = small.join(small, on="cap", suffix="_b").filter(pl.col("rank") > pl.col("rank_b"))
-    near = pairs.filter((pl.col("ph").xor(pl.col("ph_b"))).bitwise_count_ones() <= phash_max_distance)["i"].unique().to_numpy()
-    big = sized.filter(pl.col("n") > 256)
-    same = big.filter(pl.col("rank") != pl.col("rank").min().over("cap", "ph"))["i"].to_numpy()
-    near = np.concatenate([near, same]).astype(np.int64)
+    by_sha = ranked.filter(pl.col("rank") != pl.col("rank").min().over("sha"))["i"].to_numpy()
+    by_copy = ranked.filter(pl.col("rank") != pl.col("rank").min().over("root"))["i"].to_numpy()
     drop = np.zeros(df.height, dtype=bool)
     drop[by_sha] = True
-    drop[near] = True
+    drop[by_copy] = True
     return drop
 
 
@@ -175,7 +174,7 @@ def compress(df: pl.DataFrame, image_emb: np.ndarray, cfg: CompressConfig) -> Co
         return Compression(np.zeros(0, np.int64), empty, empty, empty, np.zeros(0), 0, 0)
     score = selection_score(df, cfg)
     x = normalise(image_emb)
-    exact = exact_duplicates(df, score, cfg.phash_max_distance)
+    exact = exact_duplicates(df, score)
     bad = np.array([is_degenerate(c) for c in df["final_caption"].to_list()], dtype=bool) & ~exact
     cluster, _ = kmeans(x, cfg.n_clusters or default_clusters(n), cfg.kmeans_iters, cfg.seed)
     semantic = semdedup(x, cluster, score, cfg.semdedup_eps, ~exact & ~bad)

@@ -16,6 +16,13 @@ bits of each other differ in at most ``max_distance // m`` (<= 1) bits on at lea
 (pigeonhole). A lookup probes each band's value and its one-bit neighbours. Wide bands (21-22 bits
 at radius 4) keep the candidates per probe near zero for millions of images, so the cost stays flat;
 narrow exact-match bands (13 bits) would return ~N/8192 candidates each and grow with the index.
+
+Near hashes are *candidates*, not verdicts (``caption_assets.copy_detection``): each image is indexed
+under two hash families (its full-frame pHash and a centre-window hash; band ``family * 8 + band``),
+probes with its own hashes and with moved and scaled windows, and every candidate pair is verified by
+aligning the two stored thumbnails. Only a verified pair is a ``copy``; the alignment (scale, shift,
+overlap, score) is recorded with it, and the first candidate in the stable order is recorded too, so
+the evaluation can tell the candidate stage from the verification.
 """
 
 from __future__ import annotations
@@ -28,12 +35,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from collections.abc import Callable
+
 import numpy as np
 import polars as pl
 
+from caption_assets import copy_detection as cd
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY, shard TEXT NOT NULL, ord INTEGER NOT NULL, uid TEXT NOT NULL, sha256 TEXT NOT NULL, phash INTEGER NOT NULL);
+    id INTEGER PRIMARY KEY, shard TEXT NOT NULL, ord INTEGER NOT NULL, uid TEXT NOT NULL, sha256 TEXT NOT NULL, phash INTEGER NOT NULL,
+    thumb BLOB);
 CREATE INDEX IF NOT EXISTS images_by_sha256 ON images (sha256, shard, ord);
 CREATE UNIQUE INDEX IF NOT EXISTS images_by_shard ON images (shard, ord);
 CREATE TABLE IF NOT EXISTS bands (
@@ -43,7 +55,28 @@ CREATE TABLE IF NOT EXISTS shards (shard TEXT PRIMARY KEY, epoch INTEGER NOT NUL
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
-VERDICT_SCHEMA = {"ord": pl.Int64, "duplicate_of": pl.String, "duplicate_kind": pl.String, "phash_distance": pl.Int64}
+VERDICT_SCHEMA = {
+    "ord": pl.Int64, "duplicate_of": pl.String, "duplicate_kind": pl.String, "phash_distance": pl.Int64,
+    "copy_scale": pl.Float64, "copy_dx": pl.Float64, "copy_dy": pl.Float64, "copy_overlap": pl.Float64, "copy_score": pl.Float64,
+    "copy_candidates": pl.Int64, "candidate_of": pl.String,
+}
+FAMILY_BANDS = 8  # band ids: family * FAMILY_BANDS + band
+Verifier = Callable[[bytes | None, bytes | None], "cd.Alignment | None"]
+
+
+def verify_thumbs(a: bytes | None, b: bytes | None) -> cd.Alignment | None:
+    """The default verifier: align the two stored thumbnails (``copy_detection.verify``)."""
+    return cd.verify(cd.read_thumb(a), cd.read_thumb(b))
+
+
+def hash_rows(phash: int, thumb: bytes | None, query: bool) -> list[tuple[int, int]]:
+    """(family, hash) an image is stored under (``query=False``) or probes with: family 0 is the row's
+    pHash; family 1 the centre window (stored) or its moved and scaled variants (query)."""
+    out = [(0, int(phash))]
+    t = cd.read_thumb(thumb)
+    if t is not None and not t.flat:
+        out += [(1, h) for f, h in cd.query_hashes(t) if f == 1] if query else [(1, cd.stored_hashes(t)[1])]
+    return out
 
 
 def band_widths(n_bands: int) -> list[int]:
@@ -77,21 +110,25 @@ def band_values(phash: np.ndarray, n_bands: int) -> np.ndarray:
 class Update:
     """What ingesting one shard learned: a verdict per row, and later shards whose verdicts it changed."""
 
-    verdicts: pl.DataFrame  # ord, duplicate_of (uid of the first occurrence), duplicate_kind exact|near, phash_distance
+    verdicts: pl.DataFrame  # VERDICT_SCHEMA: duplicate_of (uid of the first occurrence), duplicate_kind exact|copy, the alignment
     epoch: int  # the index state this shard's verdicts were computed against
     restaled: list[str]
-    lookup_s: float  # time spent finding earlier and later matches (inserting is not counted)
+    lookup_s: float  # time spent finding earlier and later matches and verifying them (inserting is not counted)
+    candidates: int = 0  # earlier candidate pairs (not identical bytes)
+    verified: int = 0  # candidate pairs aligned, earlier and later
+    verify_s: float = 0.0  # time spent aligning
 
 
 class ImageIndex:
     """One SQLite file, safe for several processes (WAL, writers serialised by ``BEGIN IMMEDIATE``)."""
 
-    def __init__(self, path: Path | str, max_distance: int = 4, timeout_s: float = 300.0):
+    def __init__(self, path: Path | str, max_distance: int = 4, timeout_s: float = 300.0, verify: Verifier = verify_thumbs):
         self.path = Path(path)
         self.max_distance = max_distance
         self.n_bands = max_distance // 2 + 1
         self.probe_radius = max_distance // self.n_bands
         self.timeout_s = timeout_s
+        self.verify = verify
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:
@@ -104,6 +141,8 @@ class ImageIndex:
             con.execute("PRAGMA mmap_size=1073741824")
             con.create_function("hamming", 2, _hamming, deterministic=True)
             con.executescript(SCHEMA)
+            if "thumb" not in {r[1] for r in con.execute("PRAGMA table_info(images)")}:
+                con.execute("ALTER TABLE images ADD COLUMN thumb BLOB")  # an index from before copy detection: old rows get no copy verdicts until re-ingested
             stored = con.execute("SELECT value FROM settings WHERE name = 'max_distance'").fetchone()
             if stored is None:
                 con.execute("INSERT OR IGNORE INTO settings VALUES ('max_distance', ?)", (str(self.max_distance),))
@@ -114,9 +153,10 @@ class ImageIndex:
             con.close()
 
     def update(self, shard: str, rows: pl.DataFrame) -> Update:
-        """Replace ``shard``'s rows (``uid``, ``sha256``, ``phash`` in shard order) and return their verdicts."""
-        rows = rows.select("uid", "sha256", "phash").with_row_index("ord").with_columns(pl.col("ord").cast(pl.Int64))
-        bands = band_values(rows["phash"].to_numpy(), self.n_bands)
+        """Replace ``shard``'s rows (``uid``, ``sha256``, ``phash`` and optionally ``thumb``, in shard order) and return their verdicts."""
+        if "thumb" not in rows.columns:
+            rows = rows.with_columns(thumb=pl.lit(None, dtype=pl.Binary))
+        rows = rows.select("uid", "sha256", "phash", "thumb").with_row_index("ord").with_columns(pl.col("ord").cast(pl.Int64))
         content = _fingerprint(rows)
         with self.connect() as con:
             con.execute("BEGIN IMMEDIATE")
@@ -128,16 +168,16 @@ class ImageIndex:
                 before = set() if unchanged or prior is None else self._later_shards(con, shard, self._stored_rows(con, shard))
                 self._delete(con, shard)
                 start = con.execute("SELECT coalesce(max(id), 0) + 1 FROM images").fetchone()[0]
-                ids = range(start, start + rows.height)
-                con.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?)",
-                                zip(ids, [shard] * rows.height, rows["ord"], rows["uid"], rows["sha256"], rows["phash"]))
-                con.executemany("INSERT INTO bands VALUES (?, ?, ?, ?)", _band_rows(bands, ids, rows["phash"].to_list()))
-                _load_query(con, rows, bands, self.probe_radius)
+                ids = list(range(start, start + rows.height))
+                con.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                zip(ids, [shard] * rows.height, rows["ord"], rows["uid"], rows["sha256"], rows["phash"], rows["thumb"]))
+                con.executemany("INSERT INTO bands VALUES (?, ?, ?, ?)", self._band_rows(ids, rows))
+                self._load_query(con, rows)
                 t0 = time.perf_counter()
                 matches = self._matches(con)
-                verdicts = self._verdicts(matches, shard, rows)
+                verdicts, stats = self._verdicts(con, matches, shard, rows)
                 # shards after this one holding a copy of one of its images: their first occurrence may have changed
-                restaled = [] if unchanged else sorted(before | set(matches.filter(pl.col("shard") > shard)["shard"].to_list()))
+                restaled = [] if unchanged else sorted(before | self._later(con, matches, shard, rows, stats))
                 lookup_s = time.perf_counter() - t0
                 if restaled:
                     con.executemany("UPDATE shards SET epoch = epoch + 1 WHERE shard = ?", [(s,) for s in restaled])
@@ -149,51 +189,125 @@ class ImageIndex:
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        return Update(verdicts, epoch, restaled, lookup_s)
+        return Update(verdicts, epoch, restaled, lookup_s, stats["candidates"], stats["verified"], stats["verify_s"])
+
+    def _band_rows(self, ids, rows: pl.DataFrame) -> list[tuple[int, int, int, int]]:
+        out = []
+        for i, ph, thumb in zip(ids, rows["phash"].to_list(), rows["thumb"].to_list()):
+            for family, h in hash_rows(ph, thumb, query=False):
+                for b, v in enumerate(band_values(np.array([h], dtype=np.int64), self.n_bands)[0].tolist()):
+                    out.append((family * FAMILY_BANDS + b, v, i, h))
+        return out
 
     def _stored_rows(self, con: sqlite3.Connection, shard: str) -> pl.DataFrame:
-        data = con.execute("SELECT ord, uid, sha256, phash FROM images WHERE shard = ? ORDER BY ord", (shard,)).fetchall()
-        return pl.DataFrame(data, schema={"ord": pl.Int64, "uid": pl.String, "sha256": pl.String, "phash": pl.Int64}, orient="row")
+        data = con.execute("SELECT ord, uid, sha256, phash, thumb FROM images WHERE shard = ? ORDER BY ord", (shard,)).fetchall()
+        return pl.DataFrame(data, schema={"ord": pl.Int64, "uid": pl.String, "sha256": pl.String, "phash": pl.Int64, "thumb": pl.Binary}, orient="row")
 
     def _later_shards(self, con: sqlite3.Connection, shard: str, rows: pl.DataFrame) -> set[str]:
-        """Shards after ``shard`` holding an image identical or near to one of ``rows``."""
-        _load_query(con, rows, band_values(rows["phash"].to_numpy(), self.n_bands), self.probe_radius)
-        return set(self._matches(con).filter(pl.col("shard") > shard)["shard"].to_list())
+        """Shards after ``shard`` holding an image identical to or a verified copy of one of ``rows``."""
+        self._load_query(con, rows)
+        return self._later(con, self._matches(con), shard, rows, {"candidates": 0, "verified": 0, "verify_s": 0.0})
 
     def _delete(self, con: sqlite3.Connection, shard: str) -> None:
-        """Remove a shard's rows; its band rows are found by key from the stored pHashes (no extra index)."""
-        old = con.execute("SELECT id, phash FROM images WHERE shard = ?", (shard,)).fetchall()
+        """Remove a shard's rows; its band rows are found by key from the stored hashes (no extra index)."""
+        old = con.execute("SELECT id, phash, thumb FROM images WHERE shard = ?", (shard,)).fetchall()
         if old:
-            ids, phash = zip(*old)
-            keys = [r[:3] for r in _band_rows(band_values(np.array(phash), self.n_bands), ids, phash)]
-            con.executemany("DELETE FROM bands WHERE band = ? AND value = ? AND image = ?", keys)
+            ids, phash, thumb = zip(*old)
+            frame = pl.DataFrame({"phash": list(phash), "thumb": list(thumb)}, schema={"phash": pl.Int64, "thumb": pl.Binary})
+            con.executemany("DELETE FROM bands WHERE band = ? AND value = ? AND image = ?", [r[:3] for r in self._band_rows(ids, frame)])
             con.execute("DELETE FROM images WHERE shard = ?", (shard,))
 
+    def _load_query(self, con: sqlite3.Connection, rows: pl.DataFrame) -> None:
+        """The shard's hashes and band probes as temp tables, so each lookup is one join that probes the B-tree keys."""
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS q (ord INTEGER, sha256 TEXT, phash INTEGER)")
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS qb (ord INTEGER, band INTEGER, value INTEGER, sha256 TEXT, phash INTEGER)")
+        con.execute("DELETE FROM q")
+        con.execute("DELETE FROM qb")
+        con.executemany("INSERT INTO q VALUES (?, ?, ?)", rows.select("ord", "sha256", "phash").rows())
+        ords, families, hashes, shas = [], [], [], []
+        for o, sha, ph, thumb in rows.select("ord", "sha256", "phash", "thumb").iter_rows():
+            for family, h in hash_rows(ph, thumb, query=True):
+                ords.append(o)
+                families.append(family)
+                hashes.append(h)
+                shas.append(sha)
+        if not ords:
+            return
+        hashes_np = np.array(hashes, dtype=np.int64)
+        row, band, value = probes(band_values(hashes_np, self.n_bands), self.probe_radius)
+        fam = np.array(families, dtype=np.int64)[row]
+        con.executemany("INSERT INTO qb VALUES (?, ?, ?, ?, ?)", zip(
+            np.array(ords)[row].tolist(), (fam * FAMILY_BANDS + band).tolist(), value.tolist(),
+            np.array(shas, dtype=object)[row].tolist(), hashes_np[row].tolist()))
+
     def _matches(self, con: sqlite3.Connection) -> pl.DataFrame:
-        """Every other indexed image identical to or within the radius of a query row, in one pass over the probes."""
+        """Every other indexed image identical to a query row, or a candidate copy of it (a hash of one of
+        its families within the radius), in one pass over the probes."""
         exact = _frame(con.execute(
-            "SELECT q.ord, i.shard, i.ord, i.uid FROM q CROSS JOIN images i ON i.sha256 = q.sha256"
-        ), ["ord", "shard", "o", "uid"]).with_columns(kind=pl.lit("exact"), distance=pl.lit(0, pl.Int64))
-        # the band rows carry the full pHash, so only true matches (not every band collision) reach `images`
+            "SELECT q.ord, i.shard, i.ord, i.uid, i.id FROM q CROSS JOIN images i ON i.sha256 = q.sha256"
+        ), ["ord", "shard", "o", "uid", "id"]).with_columns(kind=pl.lit("exact"))
+        # the band rows carry the full hash, so only true candidates (not every band collision) reach `images`
         near = _frame(con.execute(
-            "SELECT DISTINCT q.ord, i.shard, i.ord, i.uid, hamming(q.phash, b.phash) FROM qb q "
+            "SELECT DISTINCT q.ord, i.shard, i.ord, i.uid, i.id FROM qb q "
             "CROSS JOIN bands b ON b.band = q.band AND b.value = q.value AND hamming(q.phash, b.phash) <= ? "
             "CROSS JOIN images i ON i.id = b.image WHERE i.sha256 != q.sha256", (self.max_distance,)
-        ), ["ord", "shard", "o", "uid", "distance"]).select("ord", "shard", "o", "uid", kind=pl.lit("near"), distance="distance")
+        ), ["ord", "shard", "o", "uid", "id"]).unique(["ord", "id"]).with_columns(kind=pl.lit("candidate"))
         return pl.concat([exact, near])
 
-    @staticmethod
-    def _verdicts(matches: pl.DataFrame, shard: str, rows: pl.DataFrame) -> pl.DataFrame:
-        """Each row's first earlier occurrence in (shard, row) order: an identical image if any, else a near one."""
+    def _thumbs(self, con: sqlite3.Connection, ids: list[int]) -> dict[int, tuple[bytes | None, int]]:
+        out: dict[int, tuple[bytes | None, int]] = {}
+        for k in range(0, len(ids), 500):
+            chunk = ids[k:k + 500]
+            out |= {i: (t, p) for i, t, p in con.execute(f"SELECT id, thumb, phash FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk)}
+        return out
+
+    def _verdicts(self, con: sqlite3.Connection, matches: pl.DataFrame, shard: str, rows: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+        """Each row's first earlier occurrence in (shard, row) order: an identical image if any, else the
+        first candidate (in that order) that verification accepts."""
         earlier = (pl.col("shard") < shard) | ((pl.col("shard") == shard) & (pl.col("o") < pl.col("ord")))
-        first = (
-            matches.filter(earlier)
-            .sort("ord", pl.col("kind") != "exact", "shard", "o")  # an identical image outranks a near one
-            .group_by("ord", maintain_order=True).first()
-        )
-        return rows.select("ord").join(first, on="ord", how="left").select(
-            "ord", duplicate_of="uid", duplicate_kind="kind", phash_distance="distance"
-        ).cast(VERDICT_SCHEMA)  # type: ignore[arg-type]
+        before = matches.filter(earlier).sort("ord", pl.col("kind") != "exact", "shard", "o")
+        exact = before.filter(pl.col("kind") == "exact").group_by("ord", maintain_order=True).first()
+        cands = before.filter((pl.col("kind") == "candidate") & ~pl.col("ord").is_in(exact["ord"].implode()))
+        summary = cands.group_by("ord", maintain_order=True).agg(copy_candidates=pl.len(), candidate_of=pl.col("uid").first())
+        stats = {"candidates": cands.height, "verified": 0, "verify_s": 0.0}
+        thumbs = self._thumbs(con, cands["id"].to_list())
+        query = dict(zip(rows["ord"].to_list(), zip(rows["thumb"].to_list(), rows["phash"].to_list())))
+        found = []
+        t0 = time.perf_counter()
+        for o, uid, image in cands.select("ord", "uid", "id").iter_rows():  # in stable order: the first accepted wins
+            if found and found[-1][0] == o:
+                continue
+            stats["verified"] += 1
+            al = self.verify(thumbs[image][0], query[o][0])
+            if al is not None and al.accepted:
+                found.append((o, uid, "copy", _hamming(thumbs[image][1], query[o][1]), al.scale, al.dx, al.dy, al.overlap, al.score))
+        stats["verify_s"] = time.perf_counter() - t0
+        copies = pl.DataFrame(found, schema=["ord", "duplicate_of", "duplicate_kind", "phash_distance", "copy_scale", "copy_dx", "copy_dy", "copy_overlap", "copy_score"],
+                              orient="row").cast({"ord": pl.Int64, "phash_distance": pl.Int64, **{c: pl.Float64 for c in ("copy_scale", "copy_dx", "copy_dy", "copy_overlap", "copy_score")}})
+        exact_v = exact.select("ord", duplicate_of="uid", duplicate_kind="kind", phash_distance=pl.lit(0, pl.Int64))
+        first = pl.concat([exact_v, copies], how="diagonal_relaxed")
+        out = rows.select("ord").join(first, on="ord", how="left").join(summary, on="ord", how="left")
+        out = out.with_columns(pl.col("copy_candidates").fill_null(0))
+        return out.select(list(VERDICT_SCHEMA)).cast(VERDICT_SCHEMA), stats  # type: ignore[arg-type]
+
+    def _later(self, con: sqlite3.Connection, matches: pl.DataFrame, shard: str, rows: pl.DataFrame, stats: dict) -> set[str]:
+        """Later shards holding an identical image or a verified copy of one of ``rows``."""
+        later = matches.filter(pl.col("shard") > shard)
+        out = set(later.filter(pl.col("kind") == "exact")["shard"].to_list())
+        cands = later.filter((pl.col("kind") == "candidate") & ~pl.col("shard").is_in(list(out)))
+        if cands.height:
+            thumbs = self._thumbs(con, cands["id"].to_list())
+            query = dict(zip(rows["ord"].to_list(), rows["thumb"].to_list()))
+            t0 = time.perf_counter()
+            for o, s, image in cands.select("ord", "shard", "id").iter_rows():
+                if s in out:
+                    continue
+                stats["verified"] += 1
+                al = self.verify(query[o], thumbs[image][0])
+                if al is not None and al.accepted:
+                    out.add(s)
+            stats["verify_s"] += time.perf_counter() - t0
+        return out
 
     def stale_shards(self) -> dict[str, int]:
         """Shard -> current epoch, for shards whose verdicts changed since their last ingest (an earlier shard arrived later)."""
@@ -203,32 +317,16 @@ class ImageIndex:
             return dict(con.execute("SELECT shard, epoch FROM shards WHERE epoch != used_epoch ORDER BY shard").fetchall())
 
 
-def _band_rows(bands: np.ndarray, ids, phash) -> list[tuple[int, int, int, int]]:
-    return [(b, v, i, p) for i, p, row in zip(ids, phash, bands.tolist()) for b, v in enumerate(row)]
-
-
 def _hamming(a: int, b: int) -> int:
     return ((a ^ b) & 0xFFFFFFFFFFFFFFFF).bit_count()
 
 
-def _load_query(con: sqlite3.Connection, rows: pl.DataFrame, bands: np.ndarray, radius: int) -> None:
-    """The shard's hashes and band probes as temp tables, so each lookup is one join that probes the B-tree keys."""
-    con.execute("CREATE TEMP TABLE IF NOT EXISTS q (ord INTEGER, sha256 TEXT, phash INTEGER)")
-    con.execute("CREATE TEMP TABLE IF NOT EXISTS qb (ord INTEGER, band INTEGER, value INTEGER, sha256 TEXT, phash INTEGER)")
-    con.execute("DELETE FROM q")
-    con.execute("DELETE FROM qb")
-    con.executemany("INSERT INTO q VALUES (?, ?, ?)", rows.select("ord", "sha256", "phash").rows())
-    row, band, value = probes(bands, radius)
-    q = rows.select("ord", "sha256", "phash")[row]
-    con.executemany("INSERT INTO qb VALUES (?, ?, ?, ?, ?)", zip(q["ord"], band.tolist(), value.tolist(), q["sha256"], q["phash"]))
-
-
 def _frame(cursor: sqlite3.Cursor, names: list[str]) -> pl.DataFrame:
     data = cursor.fetchall()
-    return pl.DataFrame(data, schema=names, orient="row") if data else pl.DataFrame(schema={n: pl.Int64 if n in ("ord", "o", "distance") else pl.String for n in names})
+    return pl.DataFrame(data, schema=names, orient="row") if data else pl.DataFrame(schema={n: pl.Int64 if n in ("ord", "o", "id", "distance") else pl.String for n in names})
 
 
 def _fingerprint(rows: pl.DataFrame) -> str:
     """A hash of the shard's (sha256, phash) sequence: re-ingesting identical content restales nothing."""
-    joined = rows.select(pl.concat_str("sha256", pl.col("phash").cast(pl.String), separator=":").str.join("\n")).item()
+    joined = rows.select(pl.concat_str("sha256", pl.col("phash").cast(pl.String), (pl.col("thumb").is_not_null()).cast(pl.String), separator=":").str.join("\n")).item()
     return hashlib.sha1(joined.encode()).hexdigest()

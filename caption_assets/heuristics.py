@@ -14,7 +14,7 @@ import polars as pl
 # Priority order: the first flag that applies is the row's primary reason in the funnel.
 FLAG_ORDER = (
     "duplicate_image",
-    "near_duplicate_image",
+    "copy_image",
     "small_image",
     "extreme_aspect",
     "boilerplate_caption",
@@ -23,11 +23,9 @@ FLAG_ORDER = (
     "caption_too_long",
 )
 
-# What scored_pairs drops by default. A pHash near-duplicate is recorded but not dropped: on the
-# procedural world (simple shapes on plain backgrounds) distinct scenes share pHashes, and the flag's
-# precision there is 0.26 at radius 4 (recall 0.83; README "Duplicates across shards"). Add it to
-# ``drop_flags`` for photo crawls, where a pHash within 4 bits is a re-encode or resize.
-DEFAULT_DROP_FLAGS = tuple(f for f in FLAG_ORDER if f != "near_duplicate_image")
+# What scored_pairs drops by default: every flag. A ``copy_image`` is a copy verified by alignment
+# (caption_assets.copy_detection), not a pHash neighbour, so it is dropped like identical bytes.
+DEFAULT_DROP_FLAGS = FLAG_ORDER
 
 BOILERPLATE_TEXTS = (
     "image", "images", "photo", "photos", "picture", "pic", "img", "untitled", "thumbnail", "thumb",
@@ -61,7 +59,8 @@ def flag_exprs(cfg: HeuristicConfig) -> dict[str, pl.Expr]:
         # an identical image earlier in this shard, or earlier in the global order (the duplicate index's verdict)
         "duplicate_image": pl.col("sha256").is_duplicated() & (pl.int_range(pl.len()).over("sha256") > 0)
         | (pl.col("duplicate_kind") == "exact").fill_null(False),
-        "near_duplicate_image": (pl.col("duplicate_kind") == "near").fill_null(False),
+        # a verified copy (re-encode, rescale, crop, shift) of an image earlier in the global order
+        "copy_image": (pl.col("duplicate_kind") == "copy").fill_null(False),
         "small_image": short_side < cfg.min_side,
         "extreme_aspect": long_side > short_side * cfg.max_aspect,
         "boilerplate_caption": bare.is_in(BOILERPLATE_TEXTS) | pl.col("caption").str.contains(BOILERPLATE_PATTERN),
@@ -74,7 +73,7 @@ def flag_exprs(cfg: HeuristicConfig) -> dict[str, pl.Expr]:
 def add_flags(df: pl.DataFrame, cfg: HeuristicConfig) -> pl.DataFrame:
     """Add ``flags`` (list of reason codes, in priority order) and ``primary_flag``.
 
-    ``duplicate_kind`` (exact | near | null) is the duplicate index's verdict for each row.
+    ``duplicate_kind`` (exact | copy | null) is the duplicate index's verdict for each row.
     """
     exprs = flag_exprs(cfg)
     flags = pl.concat_list([pl.when(exprs[name]).then(pl.lit(name)).otherwise(pl.lit(None, dtype=pl.String)) for name in FLAG_ORDER])

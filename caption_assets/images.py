@@ -16,6 +16,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from scipy.fft import dctn
 
+from caption_assets.copy_detection import make_thumb
+
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 DEFAULT_MAX_PIXELS = 64_000_000  # ~8000 x 8000; anything larger is treated as a decompression bomb
 
@@ -35,6 +37,7 @@ class ImageInfo:
     height: int
     format: str
     num_bytes: int
+    thumb: bytes | None = None  # copy detection's stored thumbnail (caption_assets.copy_detection); None if it cannot be made
 
 
 def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
@@ -68,7 +71,16 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInf
             except Exception as exc:  # noqa: BLE001
                 raise BadImage("corrupt_image", f"decode failed: {exc}") from None
             ph = perceptual_hash(im)
-    return ImageInfo(hashlib.sha256(data).hexdigest(), ph, width, height, fmt.lower(), len(data))
+            thumb = _thumb(im)
+    return ImageInfo(hashlib.sha256(data).hexdigest(), ph, width, height, fmt.lower(), len(data), thumb)
+
+
+def _thumb(im: Image.Image) -> bytes | None:
+    """Copy detection's thumbnail; an image it cannot make one of gets no copy verdict, never a quarantine."""
+    try:
+        return make_thumb(im)
+    except Exception:  # noqa: BLE001 - odd modes and palettes: no thumbnail, no copy verdict
+        return None
 
 
 def _has_image_signature(data: bytes) -> bool:

@@ -42,7 +42,13 @@ RAW_PAIRS_SCHEMA = {
     "url": pl.String,
     "meta_json": pl.String,
 }
-DUPLICATE_COLUMNS = {"duplicate_of": pl.String, "duplicate_kind": pl.String, "phash_distance": pl.Int64}
+# The duplicate index's verdict: exact (bytes) or copy (verified by alignment: scale, shift as a share of the
+# side, overlap, score < 1), the first candidate in the stable order and how many earlier candidates it had.
+DUPLICATE_COLUMNS = {
+    "duplicate_of": pl.String, "duplicate_kind": pl.String, "phash_distance": pl.Int64,
+    "copy_scale": pl.Float64, "copy_dx": pl.Float64, "copy_dy": pl.Float64, "copy_overlap": pl.Float64, "copy_score": pl.Float64,
+    "copy_candidates": pl.Int64, "candidate_of": pl.String,
+}
 POINTER_COLUMNS = ["container", "image_path", "image_member", "image_offset", "image_length"]
 QUARANTINE_SCHEMA = {
     "shard": pl.String,
@@ -106,6 +112,7 @@ def _examine(rec: Record, shard: str, limits: IngestLimits) -> tuple | BadCaptio
         rec.ref.offset, rec.ref.length, info.sha256, info.phash, info.width, info.height, info.format,
         info.num_bytes, caption, caption_raw, storable(rec.url),
         json.dumps({str(k): v for k, v in rec.meta.items()}, sort_keys=True, default=str) if rec.meta else None,
+        info.thumb,
     )
 
 
@@ -118,11 +125,12 @@ def ingest_shard(
 ) -> IngestResult:
     """Stream the shard through a small thread pool (Pillow releases the GIL while decoding).
 
-    ``duplicates`` maps the shard's pairs (uid, sha256, phash in row order) to one verdict per row
+    ``duplicates`` maps the shard's pairs (uid, sha256, phash, thumb in row order) to one verdict per row
     (``DUPLICATE_COLUMNS``): the global duplicate index's lookup. Without it, only duplicates inside
     the shard are flagged.
     """
     cols: dict[str, list] = {name: [] for name in RAW_PAIRS_SCHEMA}
+    thumbs: list[bytes | None] = []  # copy detection's thumbnails: for the index, not stored in raw_pairs
     quarantine: dict[str, list] = {name: [] for name in QUARANTINE_SCHEMA}
     seen = 0
     workers = limits.workers or min(4, os.cpu_count() or 1)
@@ -133,6 +141,7 @@ def ingest_shard(
         if isinstance(out, tuple):
             for name, value in zip(RAW_PAIRS_SCHEMA, out):
                 cols[name].append(value)
+            thumbs.append(out[-1])
         else:
             for name, value in zip(QUARANTINE_SCHEMA, (shard, "raw_pairs", storable(rec.key), storable(rec.member), out.reason, storable(out.message))):
                 quarantine[name].append(value)
@@ -152,8 +161,10 @@ def ingest_shard(
         caption_chars=pl.col("caption").str.len_chars().cast(pl.Int32),
     )
     if duplicates is not None:
-        verdicts = duplicates(pairs.select("uid", "sha256", "phash")).select(list(DUPLICATE_COLUMNS))
-        pairs = pl.concat([pairs, verdicts.cast(DUPLICATE_COLUMNS)], how="horizontal")  # type: ignore[arg-type]
+        query = pairs.select("uid", "sha256", "phash").with_columns(thumb=pl.Series(thumbs, dtype=pl.Binary))
+        verdicts = duplicates(query)
+        verdicts = verdicts.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in DUPLICATE_COLUMNS.items() if c not in verdicts.columns])
+        pairs = pl.concat([pairs, verdicts.select(list(DUPLICATE_COLUMNS)).cast(DUPLICATE_COLUMNS)], how="horizontal")  # type: ignore[arg-type]
     else:
         pairs = pairs.with_columns([pl.lit(None, dtype=t).alias(c) for c, t in DUPLICATE_COLUMNS.items()])
     pairs = add_flags(pairs, heuristics)

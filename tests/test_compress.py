@@ -59,14 +59,17 @@ def test_codebook_selection_respects_quotas_and_ranks():
     assert (score[floor] >= 0.9).all() and floor.sum() < 20
 
 
-def test_exact_duplicates_by_sha_and_by_caption_plus_phash():
+def test_exact_duplicates_by_sha_and_by_verified_copies():
     df = pl.DataFrame({
-        "sha256": ["a", "a", "b", "c", "d"],
-        "final_caption": ["x", "y", "same caption", "Same caption ", "same caption"],
-        "phash": [0, 0, 0b1111, 0b1110, 0b11111111111111],
+        "uid": ["u0", "u1", "u2", "u3", "u4", "u5"],
+        "sha256": ["a", "a", "b", "c", "d", "e"],
+        "final_caption": ["x", "y", "same caption", "same caption", "other", "z"],
+        "duplicate_kind": [None, "exact", None, None, "copy", "copy"],
+        "duplicate_of": [None, "u0", None, None, "u2", "u4"],  # u5 copies u4, itself a copy of u2
     })
-    drop = exact_duplicates(df, np.array([0.1, 0.9, 0.5, 0.8, 0.7]), phash_max_distance=2)
-    assert drop.tolist() == [True, False, True, False, False]
+    drop = exact_duplicates(df, np.array([0.1, 0.9, 0.5, 0.8, 0.7, 0.95]))
+    # one survivor per image: u1 (bytes of u0), u5 (best of the copies u2/u4/u5); u3's caption alone is no reason
+    assert drop.tolist() == [True, False, True, False, True, False]
 
 
 def test_compress_meets_the_target_ratio_with_one_survivor_per_group():

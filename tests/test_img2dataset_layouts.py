@@ -54,9 +54,9 @@ def test_failed_urls_are_quarantined_in_their_own_shard_and_every_url_row_reconc
         assert [(k, expected in msg) for k, msg, (_, expected) in zip(q["key"], q["message"], FAILED[i])] == [(k, True) for k, _ in FAILED[i]]
         assert result.pairs["url"].str.starts_with("http://127.0.0.1:").all()
         assert result.pairs["caption"].null_count() == 0
-    # the byte copy is an exact duplicate of shard 0's first image, the re-encode a near one
+    # the byte copy is an exact duplicate of shard 0's first image, the re-encode a verified copy
     second = result.pairs.filter(pl.col("duplicate_kind").is_not_null()).select("key", "duplicate_of", "duplicate_kind").sort("key")
-    assert second.rows() == [("000011", f"{keys[0]}::000000", "exact"), ("000013", f"{keys[0]}::000001", "near")]
+    assert second.rows() == [("000011", f"{keys[0]}::000000", "exact"), ("000013", f"{keys[0]}::000001", "copy")]
 
 
 def test_files_layout_through_the_sensor_and_the_asset_check(tmp_path: Path, settings_for, instance):

@@ -95,7 +95,7 @@ def test_stage_truth_on_a_handmade_lake():
     ])
     raw = pl.DataFrame({"uid": ["s::a", "s::b", "s::c", "s::d", "s::e"],
                         "caption": ["a red circle", "a green heart", "a blue heart", "a large blue star", "red circle"],
-                        "duplicate_kind": [None, None, None, None, "near"]})  # the index saw e as a near copy of a
+                        "duplicate_kind": [None, None, None, None, "copy"]})  # the index saw e as a verified copy of a
     scored = pl.DataFrame({"uid": raw["uid"], "keep": [True, False, False, False, True],
                            "drop_reason": [None, "low_clip_score", "low_clip_score", "low_clip_score", None],
                            "alignment_level": [1, 0, 0, 0, 1]})
@@ -126,7 +126,7 @@ def test_stage_truth_on_a_handmade_lake():
     assert got["compressed_dataset", "exported_duplicate_copies"] == (0.0, 1)
     assert got["scored_pairs", "duplicate_recall"] == (0.0, 1)
     assert got["raw_pairs", "index_exact_duplicate_recall"] == (0.0, 1)
-    assert got["raw_pairs", "index_exact_or_near_duplicate_recall"] == (1.0, 1) and got["raw_pairs", "index_exact_or_near_duplicate_precision"] == (1.0, 1)
+    assert got["raw_pairs", "index_exact_or_copy_duplicate_recall"] == (1.0, 1) and got["raw_pairs", "index_exact_or_copy_duplicate_precision"] == (1.0, 1)
 
 
 def test_no_pipeline_stage_reads_the_truth_table():

@@ -46,7 +46,6 @@ class CompressedDatasetConfig(Config):
     ratio_tolerance: float = 0.02
     n_clusters: int = 0
     semdedup_eps: float = 0.05
-    phash_max_distance: int = 4
     alpha: float = 0.5
     score: str = "mix"
     mix_weight: float = 0.5
@@ -57,7 +56,7 @@ class CompressedDatasetConfig(Config):
     seed: int = 0
 
     def compress_config(self) -> CompressConfig:
-        return CompressConfig(self.target_ratio, self.n_clusters, 20, self.semdedup_eps, self.phash_max_distance, self.alpha, self.score, self.mix_weight, self.min_score, self.seed)
+        return CompressConfig(self.target_ratio, self.n_clusters, 20, self.semdedup_eps, self.alpha, self.score, self.mix_weight, self.min_score, self.seed)
 
 
 def load_fused(lake: LakeStorage) -> pl.DataFrame:
@@ -135,7 +134,7 @@ def build_compressed_dataset(settings: Settings) -> AssetsDefinition:
         code_version="compressed_dataset-v1",
         check_specs=[AssetCheckSpec(name, asset=ASSET) for name in CHECKS],
         description=(
-            "Exact dedup (sha256; same caption + near-identical perceptual hash), SemDeDup over a k-means codebook of the "
+            "Exact dedup (sha256, and the duplicate index's verified copies), SemDeDup over a k-means codebook of the "
             "image embeddings, and TL;DR / Compress & Align codebook selection (per-cluster quota ~ size^alpha, top pairs "
             "by reward / CLIP score) to the target ratio; exported as WebDataset shards + manifest.parquet + report.html."
         ),

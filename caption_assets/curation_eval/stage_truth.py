@@ -27,7 +27,7 @@ STAGE_TRUTH_SCHEMA = {"stage": pl.String, "metric": pl.String, "value": pl.Float
 class LakeFrames:
     """What the pipeline wrote, one frame per stage (the columns each metric needs)."""
 
-    raw: pl.DataFrame  # uid, caption (and duplicate_kind: the duplicate index's verdict)
+    raw: pl.DataFrame  # uid, caption (and duplicate_kind, candidate_of: the duplicate index's verdict and first candidate)
     quarantine: pl.DataFrame  # shard, key, reason (ingest quarantine)
     scored: pl.DataFrame  # uid, keep, drop_reason, alignment_level
     recaptioned: pl.DataFrame  # uid, synthetic_caption
@@ -101,14 +101,16 @@ def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.D
     member = truth.select("uid", "duplicate_group", "noise").with_columns(
         group=pl.when(pl.col("duplicate_group").is_in(dup_groups.to_list())).then(pl.col("duplicate_group")))
     stages = [
-        ("scored_pairs", "", scored.select("uid", flagged=pl.col("drop_reason") == "flag:duplicate_image")),
+        ("scored_pairs", "", scored.select("uid", flagged=pl.col("drop_reason").is_in(["flag:duplicate_image", "flag:copy_image"]))),
         ("compressed_dataset", "", selection.select("uid", flagged=pl.col("drop_reason").is_in(DUPLICATE_REASONS))),
     ]
     if raw is not None and "duplicate_kind" in raw.columns:  # the global duplicate index's verdicts, before any filter
         stages += [
             ("raw_pairs", "index_exact_", raw.select("uid", flagged=(pl.col("duplicate_kind") == "exact").fill_null(False))),
-            ("raw_pairs", "index_exact_or_near_", raw.select("uid", flagged=pl.col("duplicate_kind").is_not_null())),
+            ("raw_pairs", "index_exact_or_copy_", raw.select("uid", flagged=pl.col("duplicate_kind").is_not_null())),
         ]
+        if "candidate_of" in raw.columns:  # the candidate stage alone: an earlier image came up, verified or not
+            stages.append(("raw_pairs", "index_candidate_", raw.select("uid", flagged=pl.col("duplicate_kind").is_not_null() | pl.col("candidate_of").is_not_null())))
     for stage, prefix, frame in stages:
         df = frame.join(member, on="uid", how="inner")
         per_group = df.filter(pl.col("group").is_not_null()).group_by("group").agg(m=pl.len(), f=pl.col("flagged").sum())
@@ -116,6 +118,11 @@ def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.D
         found = int(per_group.select(pl.min_horizontal(pl.col("f"), pl.col("m") - 1)).sum().item())
         _ratio(rows, stage, f"{prefix}duplicate_recall", found, expected)
         _ratio(rows, stage, f"{prefix}duplicate_precision", found, int(df["flagged"].sum()))
+        if prefix.startswith("index_") and prefix != "index_exact_" and "wrong_kind" in truth.columns:
+            # per kind of copy (re-encode, resize, crop, shift): the share of the crawl's later copies found
+            kinds = df.join(truth.select("uid", "wrong_kind"), on="uid").filter(pl.col("noise") == "near_duplicate")
+            for kind, n, hit in kinds.group_by("wrong_kind").agg(n=pl.len(), hit=pl.col("flagged").sum()).sort("wrong_kind").iter_rows():
+                _ratio(rows, stage, f"{prefix}{kind}_recall", int(hit), int(n))
         if prefix:
             continue
         paired = df.join(per_group.filter(pl.col("m") > 1).select("group"), on="group", how="semi")

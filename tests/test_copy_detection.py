@@ -1,0 +1,131 @@
+"""Copy detection on real photographs and on the world's drawn shapes: candidates, then verification."""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image, ImageChops
+
+from caption_assets import copy_detection as cd
+from caption_assets.duplicate_index import ImageIndex
+from caption_assets.images import inspect_image
+from caption_assets.world.scene import encode, render, sample_scene
+from tests.copy_photos import Item, corpus
+
+pytest.importorskip("skimage")
+
+
+def index_rows(items: list[Item], shard: str) -> pl.DataFrame:
+    infos = [inspect_image(it.data) for it in items]
+    return pl.DataFrame({"uid": [f"{shard}::{it.name}" for it in items], "sha256": [i.sha256 for i in infos],
+                         "phash": [i.phash for i in infos], "thumb": [i.thumb for i in infos]},
+                        schema={"uid": pl.String, "sha256": pl.String, "phash": pl.Int64, "thumb": pl.Binary})
+
+
+def run_index(tmp_path: Path, shards: dict[str, list[Item]]) -> pl.DataFrame:
+    index = ImageIndex(tmp_path / "copies.sqlite")
+    out = []
+    for shard, items in shards.items():
+        v = index.update(shard, index_rows(items, shard)).verdicts
+        out.append(v.with_columns(group=pl.Series([it.group for it in items]), kind=pl.Series([it.kind for it in items]),
+                                  uid=pl.Series([f"{shard}::{it.name}" for it in items])))
+    return pl.concat(out)
+
+
+def scores(v: pl.DataFrame, groups: dict[str, str]) -> tuple[float, float, float]:
+    """(copy recall, copy precision, candidate recall) against the corpus' groups."""
+    of_group = pl.col("duplicate_of").replace_strict(groups, default=None)
+    copies = v.filter(pl.col("kind") != "original").filter(pl.col("kind") != "moved_object")
+    found = copies.filter(of_group == pl.col("group")).height
+    flagged = v.filter(pl.col("duplicate_kind") == "copy")
+    right = flagged.filter(of_group == pl.col("group")).height
+    cand = copies.filter(pl.col("candidate_of").replace_strict(groups, default=None) == pl.col("group")).height
+    return found / copies.height, right / max(flagged.height, 1), cand / copies.height
+
+
+def test_verification_accepts_real_photo_copies_and_rejects_hard_negatives():
+    """Each copy against its original, each hard negative against the photo it looks like."""
+    items = corpus()
+    thumbs = {it.name: cd.read_thumb(inspect_image(it.data).thumb) for it in items}
+    originals = [it for it in items if it.kind == "original"]
+    copies = [it for it in items if it.kind not in ("original", "moved_object")]
+    accepted = [cd.verify(thumbs[it.group], thumbs[it.name]) for it in copies]
+    recall = np.mean([a is not None and a.accepted for a in accepted])
+    negatives = [(x.name, y.name) for i, x in enumerate(originals) for y in originals[i + 1:]]  # incl. halves of one texture
+    negatives += [(it.name.split(":")[0], it.name) for it in items if it.kind == "moved_object"]
+    false = [(a, b) for a, b in negatives if (al := cd.verify(thumbs[a], thumbs[b])) is not None and al.accepted]
+    assert len(copies) == 104 and len(negatives) == 85
+    assert recall >= 0.95, recall
+    assert false == []
+    # the alignment says what was done: a 94% centre crop is found at scale ~0.94, centred
+    crop = next(cd.verify(thumbs["chelsea"], thumbs[it.name]) for it in copies if it.name == "chelsea:crop:2")
+    assert crop is not None and abs(crop.scale - 0.94) < 0.02 and abs(crop.dx - 0.03) < 0.015 and abs(crop.dy - 0.03) < 0.015
+
+
+def test_real_photo_copies_through_the_index(tmp_path: Path):
+    """Originals in one shard, copies and hard negatives under other captions in a later one."""
+    items = corpus()
+    groups = {f"{s}::{it.name}": it.group for s in ("a.tar", "b.tar") for it in items}
+    v = run_index(tmp_path, {"a.tar": [it for it in items if it.kind == "original"], "b.tar": [it for it in items if it.kind != "original"]})
+    recall, precision, candidates = scores(v, groups)
+    print(f"real photos: copy recall {recall:.3f}, precision {precision:.3f}, candidate recall {candidates:.3f}")
+    assert v.filter(pl.col("kind") == "moved_object")["duplicate_kind"].null_count() == 7  # never merged with its scene
+    assert v.filter(pl.col("kind") == "original")["duplicate_kind"].null_count() == 13  # distinct textures stay distinct
+    assert precision >= 0.95
+    assert recall >= 0.75  # the candidate stage's reach (issue #21 asks 0.9: see the README's "Copies")
+    copies = v.filter(pl.col("duplicate_kind") == "copy")
+    assert copies.select(pl.col("copy_overlap").min()).item() >= cd.MIN_OVERLAP and copies.select(pl.col("copy_score").max()).item() < 1.0
+
+
+def test_world_shapes_copies_and_distinct_scenes(tmp_path: Path):
+    """Drawn scenes (simple shapes, plain backgrounds: distinct ones share pHashes) and their copies."""
+    rng = random.Random(7)
+    scenes = [render(sample_scene(random.Random(i), side=rng.randrange(224, 385, 8))) for i in range(60)]
+    originals = [Item(f"s{i}", f"s{i}", "original", encode(im, "JPEG", 90)) for i, im in enumerate(scenes)]
+    copies = []
+    for i, im in enumerate(scenes[:40]):
+        w, h = im.size
+        how = ("reencode", "resize", "crop", "shift")[i % 4]
+        if how == "resize":
+            im = im.resize((int(w * 0.7), int(h * 0.7)), Image.Resampling.BICUBIC)
+        elif how == "crop":
+            m = int(min(w, h) * 0.04)
+            im = im.crop((m, m, w - m, h - m))
+        elif how == "shift":
+            im = ImageChops.offset(im, int(w * 0.04), -int(h * 0.03))
+        copies.append(Item(f"s{i}:{how}", f"s{i}", how, encode(im, "JPEG", 60)))
+    groups = {f"{s}::{it.name}": it.group for s in ("a.tar", "b.tar") for it in originals + copies}
+    v = run_index(tmp_path, {"a.tar": originals, "b.tar": copies})
+    recall, precision, _ = scores(v, groups)
+    assert v.filter(pl.col("kind") == "original")["duplicate_kind"].null_count() == 60
+    assert precision == 1.0 and recall >= 0.75, (recall, precision)  # measured 0.775: low-contrast scenes miss the candidate stage
+    # arrival order does not matter: b before a, then the stale b again
+    index = ImageIndex(tmp_path / "reversed.sqlite")
+    index.update("b.tar", index_rows(copies, "b.tar"))
+    assert index.update("a.tar", index_rows(originals, "a.tar")).restaled == ["b.tar"]
+    again = index.update("b.tar", index_rows(copies, "b.tar")).verdicts
+    assert again.drop("copy_scale", "copy_dx", "copy_dy", "copy_overlap", "copy_score").equals(
+        v.filter(pl.col("uid").str.starts_with("b.tar")).select(again.columns).drop("copy_scale", "copy_dx", "copy_dy", "copy_overlap", "copy_score"))
+
+
+def test_verification_cost_per_pair():
+    items = corpus()
+    thumbs = [cd.read_thumb(inspect_image(it.data).thumb) for it in items[:40]]
+    pairs = [(thumbs[i], thumbs[(i * 7 + 3) % 40]) for i in range(40)]
+    t0 = time.perf_counter()
+    for a, b in pairs:
+        cd.verify(a, b)
+    per_pair = (time.perf_counter() - t0) / len(pairs)
+    assert per_pair < 0.015  # measured ~3.5 ms on one core; the bound leaves room for a loaded CI machine
+
+
+def test_bad_thumbnails_and_flat_images_get_no_copy_verdict():
+    assert cd.read_thumb(b"not zlib") is None and cd.read_thumb(None) is None
+    flat = cd.read_thumb(cd.make_thumb(Image.new("RGB", (300, 200), (120, 40, 40))))
+    assert flat is not None and flat.flat and cd.verify(flat, flat) is None
