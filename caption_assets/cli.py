@@ -1,7 +1,8 @@
 """``caption-assets``: run the chain, the demo, reports and the UI from a shell.
 
-Runs go through Dagster (``execute_in_process`` against the ``DAGSTER_HOME`` instance), so every
-materialization the CLI makes shows up in the UI with its metadata and checks.
+Runs are launched through the ``DAGSTER_HOME`` instance (its run coordinator and launcher, the configured
+executor: ``caption_assets/launch.py``), so a run started here is the run the UI would have started, and
+every materialization shows up in the UI with its metadata and checks.
 """
 
 from __future__ import annotations
@@ -12,13 +13,25 @@ import sys
 import time
 from pathlib import Path
 
-from caption_assets.settings import PROJECT_ROOT, SettingsError
+from caption_assets.settings import EXECUTORS, PROJECT_ROOT, SettingsError
 
 UI_HINT = "DAGSTER_HOME={home} {exe} ui   # then open http://127.0.0.1:3000/asset-groups"
 
 
-# The local instance: no telemetry; every concurrency pool (the model steps use "gpu") runs one step at a time.
-INSTANCE_YAML = """telemetry:
+# The local instance: no telemetry; every concurrency pool (the model steps use "gpu") runs one step at a time;
+# runs start as they are submitted (the CLI keeps max_concurrent_runs in flight; a deployment's instance
+# uses the QueuedRunCoordinator and its daemon instead, and the CLI submits to that queue).
+INSTANCE_YAML = """# written by caption-assets (rewritten while this line is here)
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: DefaultRunCoordinator
+concurrency:
+  pools:
+    default_limit: 1
+"""
+OLD_INSTANCE_YAML = """telemetry:
   enabled: false
 concurrency:
   pools:
@@ -35,7 +48,12 @@ class CliError(Exception):
         self.code = code
 
 
-def _configure_env(crawl: Path | None, out: Path | None, profile: str | None) -> Path:
+def _configure_env(crawl: Path | None, out: Path | None, profile: str | None, executor: str | None = None, max_runs: int | None = None) -> Path:
+    """Settings travel to the code server and the run workers as the environment they inherit."""
+    if executor is not None:
+        os.environ["CAPTION_ASSETS_EXECUTOR"] = executor
+    if max_runs is not None:
+        os.environ["CAPTION_ASSETS_MAX_CONCURRENT_RUNS"] = str(max_runs)
     if crawl is not None:
         if not crawl.is_dir():
             raise CliError(f"crawl folder {crawl} does not exist or is not a folder")
@@ -51,7 +69,7 @@ def _configure_env(crawl: Path | None, out: Path | None, profile: str | None) ->
     home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
+    if not config.exists() or config.read_text() == OLD_INSTANCE_YAML or config.read_text().startswith(INSTANCE_YAML.splitlines()[0]):
         config.write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
@@ -75,66 +93,66 @@ def check_ui_can_start(port: int) -> None:
 
 
 def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
-    """Register every shard as a partition and materialize what exists of the chain. Returns failures."""
+    """Register every shard as a partition and launch the chain's runs through the instance, stage by stage.
+
+    Each run goes to the instance's run coordinator and launcher and runs on the configured executor
+    (``caption_assets/launch.py``); the shards of a stage run concurrently, ``max_concurrent_runs`` at a
+    time. Returns the number of failed runs.
+    """
     from dagster import DagsterInstance
 
-    from caption_assets.definitions import build_definitions
+    from caption_assets.launch import Launcher, Outcome, Request, open_workspace
     from caption_assets.partitions import shards_partitions
     from caption_assets.settings import load_settings
     from caption_assets.shards import discover_shards
 
     settings = load_settings()
-    defs = build_definitions(settings)
     instance = DagsterInstance.get()
     shards = discover_shards(settings.crawl_dir)
     if not shards:
         raise CliError(f"no shards (*.tar, *.parquet, *.csv, *.jsonl) found in {settings.crawl_dir}")
     known = set(instance.get_dynamic_partitions(shards_partitions.name))
     instance.add_dynamic_partitions(shards_partitions.name, [s for s in shards if s not in known])
-    failed: list[str] = []
+    failed: list[Outcome] = []
 
-    def run(job_name: str, partition: str | None, label: str) -> bool:
-        t0 = time.perf_counter()
-        job = defs.resolve_job_def(job_name)
-        result = job.execute_in_process(partition_key=partition, instance=instance, raise_on_error=False, run_config=QUIET)
-        if not result.success:
-            failed.append(f"{job_name}:{label}")
+    def report(out: Outcome) -> None:
+        if not out.ok:
+            failed.append(out)
         if verbose:
-            status = "ok" if result.success else "FAILED"
-            print(f"  {status:6s} {job_name:20s} {label}  ({time.perf_counter() - t0:.1f}s, run {result.run_id[:8]})", flush=True)
-        return result.success
+            status = "ok" if out.ok else "FAILED"
+            why = f"\n         {out.reason}" if out.reason else ""
+            print(f"  {status:6s} {out.request.job:24s} {out.request.label}  ({out.seconds:.1f}s, run {out.run_id[:8]}){why}", flush=True)
 
-    ingested = [shard for shard in shards if run("ingest_shard", shard, shard)]
-    run("train_reward_model", None, "all shards")
-    if ingested:
-        run("compute_alignment_levels", None, "all shards")
-    for shard in ingested:
-        run("shard_models", shard, shard)
-    run("compress_dataset", None, "all shards")
-    if evaluate and "compress_dataset:all shards" not in failed and _evaluation_enabled(defs):
-        run("evaluate_curation", None, "curated vs baselines")
+    if verbose:
+        steps = "each run's steps in its run worker" if settings.executor == "in_process" else f"up to {settings.max_concurrent} steps per run"
+        print(f"  executor {settings.executor} ({steps}), {settings.max_concurrent_runs} runs at a time", flush=True)
+    with open_workspace(instance) as workspace:
+        launcher = Launcher(instance, workspace, settings.max_concurrent_runs, run_config=QUIET)
+        ingested = [o.request.partition for o in launcher.run([Request("ingest_shard", s, s) for s in shards], report) if o.ok]
+        # The referee and the alignment levels read every ingested shard; the model stages read both.
+        launcher.run([Request("shared_models" if ingested else "train_reward_model", None, "all shards")], report)
+        launcher.run([Request("shard_models", s, s) for s in ingested], report)
+        (compressed,) = launcher.run([Request("compress_dataset", None, "all shards")], report)
+        if evaluate and compressed.ok and launcher.has_job("evaluate_curation"):
+            launcher.run([Request("evaluate_curation", None, "curated vs baselines")], report)
     return len(failed)
 
 
-def _evaluation_enabled(defs) -> bool:
-    return any(job.name == "evaluate_curation" for job in defs.resolve_all_job_defs())
-
-
 def run_eval(config: dict | None = None) -> int:
-    """Materialize curation_eval alone, over what the lake holds now (``config``: CurationEvalConfig overrides). Returns failures."""
+    """Launch curation_eval alone, over what the lake holds now (``config``: CurationEvalConfig overrides). Returns failures."""
     from dagster import DagsterInstance
 
-    from caption_assets.definitions import build_definitions
+    from caption_assets.launch import Launcher, Request, open_workspace
 
-    defs = build_definitions()
-    if not _evaluation_enabled(defs):
-        raise CliError("curation_eval is off in this profile (evaluation.enabled): it measures on the procedural world's test split")
-    t0 = time.perf_counter()
-    result = defs.resolve_job_def("evaluate_curation").execute_in_process(
-        instance=DagsterInstance.get(), raise_on_error=False, run_config={**QUIET, "ops": {"curation_eval": {"config": config or {}}}})
-    status = "ok" if result.success else "FAILED"
-    print(f"  {status:6s} evaluate_curation    ({time.perf_counter() - t0:.1f}s, run {result.run_id[:8]})", flush=True)
-    return 0 if result.success else 1
+    instance = DagsterInstance.get()
+    with open_workspace(instance) as workspace:
+        launcher = Launcher(instance, workspace, 1, run_config=QUIET)
+        if not launcher.has_job("evaluate_curation"):
+            raise CliError("curation_eval is off in this profile (evaluation.enabled): it measures on the procedural world's test split")
+        (out,) = launcher.run([Request("evaluate_curation", None, "curated vs baselines")], run_config={"ops": {"curation_eval": {"config": config or {}}}})
+    status = "ok" if out.ok else "FAILED"
+    print(f"  {status:6s} evaluate_curation    ({out.seconds:.1f}s, run {out.run_id[:8]})" + (f"\n         {out.reason}" if out.reason else ""), flush=True)
+    return 0 if out.ok else 1
 
 
 def print_evaluation(detail: bool = False) -> None:
@@ -275,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, required=True, help="data folder: lake, warehouse, dagster_home")
     run.add_argument("--profile", choices=["demo", "production"], default=None)
     run.add_argument("--eval", action="store_true", help="then curation_eval (world crawls: it tests on the world's held-out split)")
+    run.add_argument("--executor", choices=EXECUTORS, default=None, help="where each run's steps execute (default: the settings', multiprocess)")
+    run.add_argument("--max-runs", type=int, default=None, help="runs in flight at once (default: CAPTION_ASSETS_MAX_CONCURRENT_RUNS, 2)")
     sub.add_parser("demo", help="run the whole chain on the bundled sample crawl (offline), then curation_eval")
     ev = sub.add_parser("eval", help="train the fixed small-CLIP recipe on the curated set and its baselines; print the comparison")
     ev.add_argument("--out", type=Path, default=None, help="data folder of an earlier run (default: the profile's)")
@@ -296,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         if args.command == "run":
-            home = _configure_env(args.crawl, args.out, args.profile)
+            home = _configure_env(args.crawl, args.out, args.profile, args.executor, args.max_runs)
         elif args.command == "eval":
             home = _configure_env(args.crawl, args.out, None)
         elif args.command == "demo":

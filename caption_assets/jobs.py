@@ -2,10 +2,11 @@
 
 The per-shard jobs are partitioned by ``shards`` (inferred from the selected assets); the cross-shard
 assets (reward model, compressed dataset) have their own jobs. ``caption-assets run`` runs them in
-dependency order: ingest every shard, train the referee, then the model stages shard by shard.
+dependency order: ingest every shard, train the referee and the levels, then the model stages shard by shard.
 """
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetSelection, ExecutorDefinition, define_asset_job
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 PER_SHARD = AssetSelection.tag("scope", "shard")
 
@@ -39,6 +40,12 @@ levels_job = define_asset_job(
     description="Global alignment-level boundaries over a reference sample of every ingested shard (versioned; scored_pairs uses them).",
 )
 
+shared_models_job = define_asset_job(
+    "shared_models",
+    selection=AssetSelection.assets("alignment_reward_model", "alignment_levels"),
+    description="The referee and the alignment levels together: both read every ingested shard, and the model stages read both.",
+)
+
 compress_job = define_asset_job(
     "compress_dataset",
     selection=AssetSelection.assets("compressed_dataset"),
@@ -50,3 +57,13 @@ eval_job = define_asset_job(
     selection=AssetSelection.assets("curation_eval"),
     description="Train the fixed small-CLIP recipe on the curated set and its baselines; judge every stage against the truth table.",
 )
+
+
+# Jobs whose steps load no model: their step processes need not import torch, open_clip or transformers.
+WITHOUT_MODELS = (ingest_job, compress_job)
+
+
+def with_executor(job: UnresolvedAssetJobDefinition, executor: ExecutorDefinition) -> UnresolvedAssetJobDefinition:
+    """The same job with its own executor (``build_definitions`` gives the model-free jobs a lighter one)."""
+    return define_asset_job(job.name, selection=job.selection, description=job.description, tags=job.tags, executor_def=executor,
+                            partitions_def=job.partitions_def)

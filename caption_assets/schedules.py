@@ -114,7 +114,7 @@ def build_schedules(running: bool) -> list[ScheduleDefinition]:
         return [RunRequest(partition_key=p, run_key=f"{context.scheduled_execution_time:%Y%m%d}:{p}", tags={"reason": why}) for p, why in sorted(todo.items())]
 
     compress_daily = ScheduleDefinition(
-        name="daily_compressed_dataset", job=compress_job, cron_schedule="0 5 * * *", default_status=status,
+        name="daily_compressed_dataset", job_name=compress_job.name, cron_schedule="0 5 * * *", default_status=status,
         description="Rebuild the compressed dataset from every fused shard, after the nightly backfill.",
     )
     return [nightly_shard_backfill, compress_daily]

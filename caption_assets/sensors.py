@@ -44,7 +44,7 @@ def evaluate_crawl(context: SensorEvaluationContext, crawl: CrawlSource, duplica
 def build_crawl_sensor(running: bool = True):
     @sensor(
         name="crawl_sensor",
-        job=ingest_job,
+        job_name=ingest_job.name,
         minimum_interval_seconds=30,
         default_status=DefaultSensorStatus.RUNNING if running else DefaultSensorStatus.STOPPED,
         description=(

@@ -22,6 +22,10 @@ class SettingsError(ValueError):
     """A configuration value is wrong; the message names the setting."""
 
 
+# Where a run's steps execute: one process per step, the run worker's own process, or one pod per step.
+EXECUTORS = ("multiprocess", "in_process", "k8s")
+
+
 @dataclass(frozen=True)
 class Settings:
     profile: str
@@ -38,7 +42,8 @@ class Settings:
     evaluation: dict[str, Any] = field(default_factory=dict)  # curation_eval: enabled, recipe
     env: dict[str, str] = field(default_factory=dict)
     automation: bool = True
-    max_concurrent: int = 2
+    max_concurrent: int = 2  # steps at once in one run (the multiprocess executor)
+    max_concurrent_runs: int = 2  # runs the CLI keeps in flight at once
     executor: str = "multiprocess"
     k8s_executor_config: Path = PROJECT_ROOT / "deploy" / "k8s" / "executor.yaml"
 
@@ -97,14 +102,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     automation = env.get("CAPTION_ASSETS_AUTOMATION", "on").lower()
     if automation not in ("on", "off"):
         raise SettingsError(f"CAPTION_ASSETS_AUTOMATION={automation!r} must be 'on' or 'off'")
-    try:
-        max_concurrent = int(env.get("CAPTION_ASSETS_MAX_CONCURRENT", "2"))
-        assert max_concurrent >= 1
-    except (ValueError, AssertionError):
-        raise SettingsError(f"CAPTION_ASSETS_MAX_CONCURRENT={env.get('CAPTION_ASSETS_MAX_CONCURRENT')!r} must be a positive integer") from None
-    executor = env.get("CAPTION_ASSETS_EXECUTOR", "multiprocess")
-    if executor not in ("multiprocess", "k8s"):
-        raise SettingsError(f"CAPTION_ASSETS_EXECUTOR={executor!r} must be 'multiprocess' or 'k8s'")
+    execution = dict(raw.get("execution") or {})  # the profile's defaults; the environment overrides them
+    max_concurrent = _positive(env, "CAPTION_ASSETS_MAX_CONCURRENT", execution.get("max_concurrent", 2))
+    max_concurrent_runs = _positive(env, "CAPTION_ASSETS_MAX_CONCURRENT_RUNS", execution.get("max_concurrent_runs", 2))
+    executor = env.get("CAPTION_ASSETS_EXECUTOR", execution.get("executor", "multiprocess"))
+    if executor not in EXECUTORS:
+        raise SettingsError(f"CAPTION_ASSETS_EXECUTOR={executor!r} must be one of {', '.join(EXECUTORS)}")
     k8s_config = _resolve(env.get("CAPTION_ASSETS_K8S_EXECUTOR_CONFIG", "deploy/k8s/executor.yaml"))
     if executor == "k8s" and not k8s_config.is_file():
         raise SettingsError(f"CAPTION_ASSETS_K8S_EXECUTOR_CONFIG={str(k8s_config)!r} does not exist")
@@ -117,8 +120,17 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         sections["captioner"]["model"] = str(_resolve(model))
     return Settings(
         profile, crawl_dir, data_dir, warehouse_path, annotations, clip, env=passed, automation=automation == "on",
-        max_concurrent=max_concurrent, executor=executor, k8s_executor_config=k8s_config, **sections,
+        max_concurrent=max_concurrent, max_concurrent_runs=max_concurrent_runs, executor=executor, k8s_executor_config=k8s_config, **sections,
     )
+
+
+def _positive(env: dict[str, str], name: str, default: int = 2) -> int:
+    try:
+        value = int(env.get(name, str(default)))
+        assert value >= 1
+    except (ValueError, AssertionError):
+        raise SettingsError(f"{name}={env.get(name)!r} must be a positive integer") from None
+    return value
 
 
 def _looks_like_path(value: str) -> bool:

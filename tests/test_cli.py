@@ -21,16 +21,26 @@ def test_run_report_and_failures(tmp_path: Path):
     crawl.mkdir()
     write_tar(crawl / "a.tar", wds_members(4) + [("x.jpg", b""), ("x.txt", b"zero")])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPTION_ASSETS_", "DAGSTER_HOME"))}
-    done = cli("run", "--crawl", str(crawl), "--out", str(out), env=env)
+    done = cli("run", "--crawl", str(crawl), "--out", str(out), "--executor", "multiprocess", env=env)
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
-    assert any(line.split()[:3] == ["ok", "ingest_shard", "a.tar"] for line in lines if line.strip())
-    assert any(line.split()[:3] == ["ok", "shard_models", "a.tar"] for line in lines if line.strip())
+    lines = [line.split() for line in done.stdout.splitlines() if line.strip()]
+    launched = [line[1:3] if len(line) > 2 and line[2] != "all" else line[1:2] for line in lines if line[0] == "ok"]
+    assert launched == [["ingest_shard", "a.tar"], ["shared_models"], ["shard_models", "a.tar"], ["compress_dataset"]], done.stdout
+    assert "executor multiprocess" in done.stdout
     assert str(out / "warehouse.duckdb") in done.stdout
     home = out / "dagster_home"
     with DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_dynamic_partitions("shards") == ["a.tar"]
-        assert len(instance.get_run_records()) >= 1  # the run is in the instance the UI reads
+        runs = {r.dagster_run.job_name: r.dagster_run for r in instance.get_run_records()}
+        assert sorted(runs) == ["compress_dataset", "ingest_shard", "shard_models", "shared_models"]
+        for run in runs.values():  # launched through the instance: its run launcher recorded the code server it used
+            assert run.tags["caption_assets/launched_by"] == "cli" and ".dagster/grpc_info" in run.tags, run.tags
+        assert runs["shard_models"].tags["dagster/partition"] == "a.tar" and "dagster/partition" not in runs["compress_dataset"].tags
+        # the configured executor ran the steps: one process per step, the model steps in the "gpu" pool
+        events = [e.dagster_event for e in instance.all_logs(runs["shard_models"].run_id) if e.dagster_event]
+        started = {e.step_key for e in events if e.event_type_value == "STEP_WORKER_STARTED"}
+        assert started == {"scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions"}, started
+        assert any("multiprocess executor" in (e.message or "") for e in events)
 
     report = cli("report", "--out", str(out), env=env)
     assert report.returncode == 0 and "empty_image" in report.stdout

@@ -59,12 +59,19 @@ def test_local_executor_is_bounded_multiprocess():
 
     from caption_assets.definitions import local_executor_config
 
-    settings = load_settings({"CAPTION_ASSETS_PROFILE": "demo", "CAPTION_ASSETS_MAX_CONCURRENT": "3"})
+    assert build_definitions(load_settings({"CAPTION_ASSETS_PROFILE": "demo"})).resolve_job_def("shard_chain").executor_def.name == "in_process"
+    settings = load_settings({"CAPTION_ASSETS_PROFILE": "demo", "CAPTION_ASSETS_MAX_CONCURRENT": "3", "CAPTION_ASSETS_EXECUTOR": "multiprocess"})
     defs = build_definitions(settings)
     assert defs.resolve_job_def("shard_chain").executor_def.name == "multiprocess"
     config = local_executor_config(settings)
     assert config["max_concurrent"] == 3 and config["tag_concurrency_limits"] == [{"key": "gpu", "value": "true", "limit": 1}]
     assert process_config(multiprocess_executor.config_schema.config_type, config).success
+    # steps fork from a server that imported the model libraries only in jobs that have model steps
+    preload = lambda models: local_executor_config(settings, models)["start_method"]["forkserver"]["preload_modules"]  # noqa: E731
+    assert preload(False) == ["caption_assets.definitions"] and preload(True) == ["caption_assets.model_libraries"]
+    executors = {j.name: j.executor_def for j in defs.resolve_all_job_defs()}
+    assert executors["ingest_shard"] is executors["compress_dataset"]
+    assert executors["shard_models"] is executors["shared_models"] is executors["__ASSET_JOB"] is not executors["ingest_shard"]
     names = {s.name for s in defs.schedules}
     assert names == {"nightly_shard_backfill", "daily_compressed_dataset"}
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -88,40 +89,48 @@ def test_crash_mid_partition_leaves_nothing_visible_and_resume_matches(tmp_path:
     assert resumed.height == 150
 
 
-KILL_SCRIPT = textwrap.dedent('''
-    import sys, time
-    import caption_assets.readers as readers
-    real = readers.iter_records
-    def slow(path):
-        for i, rec in enumerate(real(path)):
-            if i and i % 50 == 0:
-                print("BATCH", i, flush=True)
-                time.sleep(0.2)
-            yield rec
-    readers.iter_records = slow
-    import caption_assets.ingest as ingest
-    ingest.iter_records = slow
-    from caption_assets.cli import main
-    sys.exit(main(["run", "--crawl", sys.argv[1], "--out", sys.argv[2]]))
+# Loaded by every Python process of the run (CLI, code server, run worker) through PYTHONPATH: ingest slows
+# down and says how far it got in a file, so the test can kill the whole process group mid-shard.
+SLOW_INGEST = textwrap.dedent('''
+    import os
+    if os.environ.get("SLOW_INGEST_MARK"):
+        import time
+        from pathlib import Path
+        import caption_assets.ingest as ingest
+        import caption_assets.readers as readers
+        real = readers.iter_records
+        def slow(path):
+            for i, rec in enumerate(real(path)):
+                if i and i % 50 == 0:
+                    Path(os.environ["SLOW_INGEST_MARK"]).write_text(str(i))
+                    time.sleep(0.2)
+                yield rec
+        readers.iter_records = ingest.iter_records = slow
 ''')
 
 
 def test_killed_process_leaves_no_half_written_output(tmp_path: Path):
-    crawl, out = tmp_path / "crawl", tmp_path / "out"
+    """SIGKILL to the CLI and every process it started (code server, run worker) in the middle of a shard."""
+    crawl, out, hook, mark = tmp_path / "crawl", tmp_path / "out", tmp_path / "hook", tmp_path / "progress"
     crawl.mkdir()
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_INGEST)
     members = []
     for i in range(600):
         members += [(f"{i:04d}.jpg", image_bytes(size=(32, 32), seed=i + 1)), (f"{i:04d}.txt", f"tiny square {i}".encode())]
     write_tar(crawl / "big.tar", members)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CAPTION_ASSETS_", "DAGSTER_HOME"))}
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(crawl), str(out)], stdout=subprocess.PIPE, text=True, env=env, start_new_session=True, cwd=PROJECT_ROOT)
-    for line in proc.stdout:  # type: ignore[union-attr]
-        if line.startswith("BATCH 200"):
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
+    slow_env = {**env, "PYTHONPATH": os.pathsep.join([str(hook), str(PROJECT_ROOT)]), "SLOW_INGEST_MARK": str(mark)}
+    proc = subprocess.Popen([sys.executable, "-m", "caption_assets.cli", "run", "--crawl", str(crawl), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=slow_env, start_new_session=True, cwd=PROJECT_ROOT)
+    deadline = time.monotonic() + 240
+    while not (mark.exists() and mark.read_text() and int(mark.read_text()) >= 200):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before ingest got to record 200"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    lake = out / "data" / "lake" if (out / "data").exists() else out / "lake"
+    lake = out / "lake"
     assert not list(lake.rglob("*.parquet"))  # nothing half-written under a name a reader would open
     done = subprocess.run([sys.executable, "-m", "caption_assets.cli", "run", "--crawl", str(crawl), "--out", str(out)], env=env, capture_output=True, text=True, timeout=600, cwd=PROJECT_ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -171,7 +180,8 @@ def test_two_partitions_in_parallel_with_the_multiprocess_executor(tmp_path: Pat
     # distinct images per shard: with shared ones, q.tar's cross-shard duplicate flag would depend on which run wrote first
     for start, s in ((0, "p.tar"), (100, "q.tar")):
         write_tar(crawl / s, wds_members(30, start=start, prefix=s[0]))
-    env = {**os.environ, "DAGSTER_HOME": str(home), "CAPTION_ASSETS_CRAWL_DIR": str(crawl), "CAPTION_ASSETS_DATA_DIR": str(tmp_path / "data"), "CAPTION_ASSETS_PROFILE": "demo"}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CAPTION_ASSETS_CRAWL_DIR": str(crawl), "CAPTION_ASSETS_DATA_DIR": str(tmp_path / "data"), "CAPTION_ASSETS_PROFILE": "demo",
+           "CAPTION_ASSETS_EXECUTOR": "multiprocess"}
     from dagster import DagsterInstance
 
     with DagsterInstance.from_config(str(home)) as inst:
