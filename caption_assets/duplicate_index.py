@@ -18,7 +18,8 @@ at radius 4) keep the candidates per probe near zero for millions of images, so 
 narrow exact-match bands (13 bits) would return ~N/8192 candidates each and grow with the index.
 
 Near hashes are *candidates*, not verdicts (``caption_assets.copy_detection``): each image is indexed
-under two hash families (its full-frame pHash and a centre-window hash; band ``family * 8 + band``),
+under two hash families (its full-frame pHash, radius ``max_distance``, and a blurred centre-window hash,
+radius ``copy_detection.CENTRE_DISTANCE``, found through the same bands; band ``family * 8 + band``),
 probes with its own hashes and with moved and scaled windows, and every candidate pair is verified by
 aligning the two stored thumbnails. Only a verified pair is a ``copy``; the alignment (scale, shift,
 overlap, score) is recorded with it, and the first candidate in the stable order is recorded too, so
@@ -71,11 +72,12 @@ def verify_thumbs(a: bytes | None, b: bytes | None) -> cd.Alignment | None:
 
 def hash_rows(phash: int, thumb: bytes | None, query: bool) -> list[tuple[int, int]]:
     """(family, hash) an image is stored under (``query=False``) or probes with: family 0 is the row's
-    pHash; family 1 the centre window (stored) or its moved and scaled variants (query)."""
+    pHash; ``cd.CENTRE_FAMILY`` the blurred centre window (stored) or its moved and scaled variants (query)."""
     out = [(0, int(phash))]
     t = cd.read_thumb(thumb)
     if t is not None and not t.flat:
-        out += [(1, h) for f, h in cd.query_hashes(t) if f == 1] if query else [(1, cd.stored_hashes(t)[1])]
+        family = cd.CENTRE_FAMILY
+        out += [(family, h) for f, h in cd.query_hashes(t) if f == family] if query else [(family, cd.stored_hashes(t)[1])]
     return out
 
 
@@ -148,9 +150,33 @@ class ImageIndex:
                 con.execute("INSERT OR IGNORE INTO settings VALUES ('max_distance', ?)", (str(self.max_distance),))
             elif int(stored[0]) != self.max_distance:
                 raise ValueError(f"{self.path} was built with max_distance={stored[0]}, not {self.max_distance}: rebuild it (delete the file and re-ingest)")
+            self._migrate_centre_hashes(con)
             yield con
         finally:
             con.close()
+
+    def _migrate_centre_hashes(self, con: sqlite3.Connection) -> None:
+        """An index from an older centre-window hash: drop every centre family's band rows and store the current
+        hash of each image from its stored thumbnail, once, so old and new images keep finding each other."""
+        version = str(cd.HASH_VERSION)
+        stored = con.execute("SELECT value FROM settings WHERE name = 'centre_hash'").fetchone()
+        if stored is not None and stored[0] == version:
+            return
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            stored = con.execute("SELECT value FROM settings WHERE name = 'centre_hash'").fetchone()  # another process may have done it
+            if stored is None or stored[0] != version:
+                con.execute("DELETE FROM bands WHERE band >= ?", (FAMILY_BANDS,))
+                cursor = con.execute("SELECT id, phash, thumb FROM images WHERE thumb IS NOT NULL")
+                while chunk := cursor.fetchmany(5000):
+                    ids, phash, thumb = zip(*chunk)
+                    frame = pl.DataFrame({"phash": list(phash), "thumb": list(thumb)}, schema={"phash": pl.Int64, "thumb": pl.Binary})
+                    con.executemany("INSERT OR IGNORE INTO bands VALUES (?, ?, ?, ?)", [r for r in self._band_rows(ids, frame) if r[0] >= FAMILY_BANDS])
+                con.execute("INSERT INTO settings VALUES ('centre_hash', ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value", (version,))
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     def update(self, shard: str, rows: pl.DataFrame) -> Update:
         """Replace ``shard``'s rows (``uid``, ``sha256``, ``phash`` and optionally ``thumb``, in shard order) and return their verdicts."""
@@ -220,7 +246,7 @@ class ImageIndex:
     def _load_query(self, con: sqlite3.Connection, rows: pl.DataFrame) -> None:
         """The shard's hashes and band probes as temp tables, so each lookup is one join that probes the B-tree keys."""
         con.execute("CREATE TEMP TABLE IF NOT EXISTS q (ord INTEGER, sha256 TEXT, phash INTEGER)")
-        con.execute("CREATE TEMP TABLE IF NOT EXISTS qb (ord INTEGER, band INTEGER, value INTEGER, sha256 TEXT, phash INTEGER)")
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS qb (ord INTEGER, band INTEGER, value INTEGER, sha256 TEXT, phash INTEGER, dist INTEGER)")
         con.execute("DELETE FROM q")
         con.execute("DELETE FROM qb")
         con.executemany("INSERT INTO q VALUES (?, ?, ?)", rows.select("ord", "sha256", "phash").rows())
@@ -236,9 +262,11 @@ class ImageIndex:
         hashes_np = np.array(hashes, dtype=np.int64)
         row, band, value = probes(band_values(hashes_np, self.n_bands), self.probe_radius)
         fam = np.array(families, dtype=np.int64)[row]
-        con.executemany("INSERT INTO qb VALUES (?, ?, ?, ?, ?)", zip(
+        # full-frame pHashes keep the index's radius; centre windows accept more drift (only a candidate: verification decides)
+        dist = np.where(fam == 0, self.max_distance, max(self.max_distance, cd.CENTRE_DISTANCE))
+        con.executemany("INSERT INTO qb VALUES (?, ?, ?, ?, ?, ?)", zip(
             np.array(ords)[row].tolist(), (fam * FAMILY_BANDS + band).tolist(), value.tolist(),
-            np.array(shas, dtype=object)[row].tolist(), hashes_np[row].tolist()))
+            np.array(shas, dtype=object)[row].tolist(), hashes_np[row].tolist(), dist.tolist()))
 
     def _matches(self, con: sqlite3.Connection) -> pl.DataFrame:
         """Every other indexed image identical to a query row, or a candidate copy of it (a hash of one of
@@ -249,8 +277,8 @@ class ImageIndex:
         # the band rows carry the full hash, so only true candidates (not every band collision) reach `images`
         near = _frame(con.execute(
             "SELECT DISTINCT q.ord, i.shard, i.ord, i.uid, i.id FROM qb q "
-            "CROSS JOIN bands b ON b.band = q.band AND b.value = q.value AND hamming(q.phash, b.phash) <= ? "
-            "CROSS JOIN images i ON i.id = b.image WHERE i.sha256 != q.sha256", (self.max_distance,)
+            "CROSS JOIN bands b ON b.band = q.band AND b.value = q.value AND hamming(q.phash, b.phash) <= q.dist "
+            "CROSS JOIN images i ON i.id = b.image WHERE i.sha256 != q.sha256"
         ), ["ord", "shard", "o", "uid", "id"]).unique(["ord", "id"]).with_columns(kind=pl.lit("candidate"))
         return pl.concat([exact, near])
 

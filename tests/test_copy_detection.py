@@ -78,7 +78,7 @@ def test_real_photo_copies_through_the_index(tmp_path: Path):
     assert v.filter(pl.col("kind") == "moved_object")["duplicate_kind"].null_count() == 7  # never merged with its scene
     assert v.filter(pl.col("kind") == "original")["duplicate_kind"].null_count() == 13  # distinct textures stay distinct
     assert precision >= 0.95
-    assert recall >= 0.75  # the candidate stage's reach (issue #21 asks 0.9: see the README's "Copies")
+    assert recall >= 0.97 and candidates >= 0.97  # measured 0.990 (103/104) with the blurred centre-window hash; 0.827 before
     copies = v.filter(pl.col("duplicate_kind") == "copy")
     assert copies.select(pl.col("copy_overlap").min()).item() >= cd.MIN_OVERLAP and copies.select(pl.col("copy_score").max()).item() < 1.0
 
@@ -104,7 +104,7 @@ def test_world_shapes_copies_and_distinct_scenes(tmp_path: Path):
     v = run_index(tmp_path, {"a.tar": originals, "b.tar": copies})
     recall, precision, _ = scores(v, groups)
     assert v.filter(pl.col("kind") == "original")["duplicate_kind"].null_count() == 60
-    assert precision == 1.0 and recall >= 0.75, (recall, precision)  # measured 0.775: low-contrast scenes miss the candidate stage
+    assert precision == 1.0 and recall >= 0.875, (recall, precision)  # measured 0.900 (36/40; 0.775 before): see the README's "Copies"
     # arrival order does not matter: b before a, then the stale b again
     index = ImageIndex(tmp_path / "reversed.sqlite")
     index.update("b.tar", index_rows(copies, "b.tar"))
@@ -129,3 +129,23 @@ def test_bad_thumbnails_and_flat_images_get_no_copy_verdict():
     assert cd.read_thumb(b"not zlib") is None and cd.read_thumb(None) is None
     flat = cd.read_thumb(cd.make_thumb(Image.new("RGB", (300, 200), (120, 40, 40))))
     assert flat is not None and flat.flat and cd.verify(flat, flat) is None
+
+
+def test_an_index_with_older_centre_hashes_rebuilds_them_on_open(tmp_path: Path):
+    """Centre hashes stored by an older hash version are replaced from the stored thumbnails, once."""
+    import sqlite3
+
+    items = [it for it in corpus() if it.group == "chelsea"]
+    index = ImageIndex(tmp_path / "old.sqlite")
+    index.update("a.tar", index_rows(items[:1], "a.tar"))
+    con = sqlite3.connect(tmp_path / "old.sqlite")
+    con.execute("DELETE FROM bands WHERE band >= 8")
+    con.execute("INSERT INTO bands VALUES (8, 1, 1, 1)")  # a row of the version-1 centre family
+    con.execute("DELETE FROM settings WHERE name = 'centre_hash'")
+    con.commit()
+    con.close()
+    v = index.update("b.tar", index_rows([it for it in items if it.kind == "crop"], "b.tar")).verdicts
+    assert v["duplicate_kind"].to_list() == ["copy"] * 3
+    con = sqlite3.connect(tmp_path / "old.sqlite")
+    assert con.execute("SELECT count(*) FROM bands WHERE band BETWEEN 8 AND 15").fetchone()[0] == 0
+    con.close()
