@@ -2,6 +2,7 @@
 
     python bench/scale.py [--shards 2000] [--small 200] [--rows 100]
     python bench/scale.py --growth 200,2000,6000,10000     # one index grown to 10,000 shards (~9 min)
+    python bench/scale.py --copies 2000,10000              # copy candidates + verification per image at each size (~3 min)
 
 Builds, in a temporary folder, ``--shards`` tiny tar shards (one sample each: the sensor only lists
 and stats them), a Dagster instance (SQLite, as `dagster dev` uses) holding one materialization per
@@ -153,13 +154,90 @@ def growth(counts: list[int], rows: int) -> None:
                   f"index {size:4.0f} MB (built in {time.perf_counter() - t0:.0f}s)", flush=True)
 
 
+def bulk_fill(con, start: int, end: int, rows: int, rng: np.random.Generator, n_bands: int) -> None:
+    """Shards ``start``..``end`` of background images written straight into the tables (no lookups: fast to
+    build): random 64-bit full-frame and centre-window hashes, as ``update`` would store them, no thumbnails."""
+    from caption_assets import copy_detection as cd
+    from caption_assets.duplicate_index import FAMILY_BANDS, band_values
+
+    first = con.execute("SELECT coalesce(max(id), 0) + 1 FROM images").fetchone()[0]
+    n = (end - start) * rows
+    ids = np.arange(first, first + n)
+    shard = np.repeat([f"{s:06d}.tar" for s in range(start, end)], rows)
+    ords = np.tile(np.arange(rows), end - start)
+    phash = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
+    centre = rng.integers(-(2**63), 2**63 - 1, size=n, dtype=np.int64)
+    sha = [f"{x:032x}" for x in rng.integers(0, 2**62, size=n)]
+    con.execute("BEGIN")
+    con.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                    zip(ids.tolist(), shard.tolist(), ords.tolist(), [f"{s}::{o}" for s, o in zip(shard, ords)], sha, phash.tolist()))
+    for family, hashes in ((0, phash), (cd.CENTRE_FAMILY, centre)):
+        values = band_values(hashes, n_bands)
+        for b in range(n_bands):
+            con.executemany("INSERT INTO bands VALUES (?, ?, ?, ?)",
+                            zip([family * FAMILY_BANDS + b] * n, values[:, b].tolist(), ids.tolist(), hashes.tolist()))
+    con.executemany("INSERT OR IGNORE INTO shards VALUES (?, 0, 0, NULL)", [(f"{s:06d}.tar",) for s in range(start, end)])
+    con.execute("COMMIT")
+
+
+def copy_lookup_time(index, shard: str, items: list, repeat: int = 5) -> dict[str, float]:
+    """Per image of a shard of real photographs that are all copies of images in the index: median seconds of
+    the lookup (hashing the 75 query windows, the band probes, verifying candidates), of verification alone,
+    and the candidate pairs verified. The shard is re-ingested with a rotated selection, so its earlier
+    version is replaced, not piled up."""
+    from caption_assets.images import inspect_image
+
+    infos = [inspect_image(it.data) for it in items]
+    frame = pl.DataFrame({"uid": [f"{shard}::{it.name}" for it in items], "sha256": [i.sha256 for i in infos],
+                          "phash": [i.phash for i in infos], "thumb": [i.thumb for i in infos]},
+                         schema={"uid": pl.String, "sha256": pl.String, "phash": pl.Int64, "thumb": pl.Binary})
+    lookup, verify, pairs, found = [], [], [], []
+    for r in range(repeat):
+        part = frame.sample(fraction=0.9, seed=r, shuffle=True)
+        u = index.update(shard, part)
+        lookup.append(u.lookup_s / part.height)
+        verify.append(u.verify_s / part.height)
+        pairs.append(u.verified / part.height)
+        found.append(float((u.verdicts["duplicate_kind"] == "copy").fill_null(False).mean()))
+    return {"lookup": statistics.median(lookup), "verify": statistics.median(verify), "pairs": statistics.median(pairs), "found": statistics.median(found)}
+
+
+def copies_growth(counts: list[int], rows: int) -> None:
+    """Copy detection's per-image cost as the index grows: today's lookup (random pHashes, no thumbnail) next to
+    a shard of real-photo copies (candidates + verification), on one index of background images."""
+    from caption_assets.duplicate_index import ImageIndex
+    from tests.copy_photos import corpus
+    from tests.test_copy_detection import index_rows as photo_rows
+
+    items = corpus()
+    originals, copies = [it for it in items if it.kind == "original"], [it for it in items if it.kind != "original"]
+    with tempfile.TemporaryDirectory() as tmp:
+        index, rng, done, t0 = ImageIndex(Path(tmp) / "index.sqlite"), np.random.default_rng(0), 0, time.perf_counter()
+        index.update("000000-photos.tar", photo_rows(originals, "000000-photos.tar"))
+        for target in counts:
+            with index.connect() as con:
+                while done < target:
+                    step = min(target, done + 500)
+                    bulk_fill(con, done, step, rows, rng, index.n_bands)
+                    done = step
+            build = time.perf_counter() - t0
+            lookup, total = lookup_time(index, rows)
+            c = copy_lookup_time(index, "copies-probe.tar", copies)
+            print(f"{target:6d} shards x {rows} images: today's lookup {lookup / rows * 1e3:5.2f} ms/image (shard {lookup * 1e3:5.1f} ms, add + lookup {total * 1e3:5.1f} ms); "
+                  f"copies: lookup {c['lookup'] * 1e3:5.2f} ms/image of which verification {c['verify'] * 1e3:5.2f} ms ({c['pairs']:.2f} pairs/image, "
+                  f"{c['found']:.2f} found), index {index.path.stat().st_size / 1e6:4.0f} MB (built in {build:.0f}s)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", type=int, default=2000)
     ap.add_argument("--small", type=int, default=200)
     ap.add_argument("--rows", type=int, default=100, help="images per shard in the duplicate index")
+    ap.add_argument("--copies", default="", help="only time copy candidates + verification per image on one bulk-built index at these shard counts (e.g. 2000,10000)")
     ap.add_argument("--growth", default="", help="only grow one duplicate index through these shard counts (e.g. 200,2000,6000,10000) and time a lookup at each")
     args = ap.parse_args()
+    if args.copies:
+        return copies_growth([int(n) for n in args.copies.split(",")], args.rows)
     if args.growth:
         return growth([int(n) for n in args.growth.split(",")], args.rows)
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
