@@ -119,9 +119,7 @@ def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
         if not out.ok:
             failed.append(out)
         if verbose:
-            status = "ok" if out.ok else "FAILED"
-            why = f"\n         {out.reason}" if out.reason else ""
-            print(f"  {status:6s} {out.request.job:24s} {out.request.label}  ({out.seconds:.1f}s, run {out.run_id[:8]}){why}", flush=True)
+            print_outcome(out)
 
     if verbose:
         steps = "each run's steps in its run worker" if settings.executor == "in_process" else f"up to {settings.max_concurrent} steps per run"
@@ -138,6 +136,13 @@ def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
     return len(failed)
 
 
+def print_outcome(out) -> None:
+    """One line per finished run (``launch.Outcome``), and the first step error under a failed one."""
+    status = "ok" if out.ok else "FAILED"
+    why = f"\n         {out.reason}" if out.reason else ""
+    print(f"  {status:6s} {out.request.job:24s} {out.request.label}  ({out.seconds:.1f}s, run {out.run_id[:8]}){why}", flush=True)
+
+
 def run_eval(config: dict | None = None) -> int:
     """Launch curation_eval alone, over what the lake holds now (``config``: CurationEvalConfig overrides). Returns failures."""
     from dagster import DagsterInstance
@@ -150,8 +155,7 @@ def run_eval(config: dict | None = None) -> int:
         if not launcher.has_job("evaluate_curation"):
             raise CliError("curation_eval is off in this profile (evaluation.enabled): it measures on the procedural world's test split")
         (out,) = launcher.run([Request("evaluate_curation", None, "curated vs baselines")], run_config={"ops": {"curation_eval": {"config": config or {}}}})
-    status = "ok" if out.ok else "FAILED"
-    print(f"  {status:6s} evaluate_curation    ({out.seconds:.1f}s, run {out.run_id[:8]})" + (f"\n         {out.reason}" if out.reason else ""), flush=True)
+    print_outcome(out)
     return 0 if out.ok else 1
 
 

@@ -100,13 +100,13 @@ class Launcher:
         from dagster import DagsterRunStatus
 
         finished = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-        pending, flight, done = list(requests), {}, {}
+        pending, flight, done = list(enumerate(requests)), {}, {}
         while pending or flight:
             while pending and len(flight) < self.max_runs:
-                req = pending.pop(0)
-                flight[self.submit(req, run_config)] = (req, time.perf_counter())
+                i, req = pending.pop(0)
+                flight[self.submit(req, run_config)] = (i, req, time.perf_counter())
             time.sleep(poll_s)
-            for run_id, (req, t0) in list(flight.items()):
+            for run_id, (i, req, t0) in list(flight.items()):
                 run = self.instance.get_run_by_id(run_id)
                 if run.status == DagsterRunStatus.QUEUED and time.perf_counter() - t0 > QUEUED_HINT_S and not _daemon_running(self.instance):
                     raise RuntimeError(f"run {run_id[:8]} is queued and no dagster-daemon is running to dequeue it: start `dagster-daemon run` "
@@ -114,10 +114,10 @@ class Launcher:
                 if run.status in finished:
                     del flight[run_id]
                     out = Outcome(req, run_id, run.status.value, time.perf_counter() - t0, None if run.status == DagsterRunStatus.SUCCESS else failure_reason(self.instance, run_id))
-                    done[id(req)] = out
+                    done[i] = out
                     if on_done is not None:
                         on_done(out)
-        return [done[id(r)] for r in requests]
+        return [done[i] for i in range(len(requests))]
 
 
 def failure_reason(instance: DagsterInstance, run_id: str) -> str:
