@@ -59,6 +59,17 @@ def targets(ev: pl.DataFrame, truth: pl.DataFrame, ingested: int, diffs: pl.Data
         ("exported caption attribute accuracy >= 0.9", f"{t('compressed_dataset', 'exported_attribute_accuracy'):.3f} (raw alt-text {t('raw_pairs', 'alt_text_attribute_accuracy'):.3f})",
          t("compressed_dataset", "exported_attribute_accuracy") >= 0.9),
     ]
+    # issue #21: copies at ingest, per kind, and what the export still holds; SemDeDup alone beside
+    kinds = sorted({m.removeprefix("index_exact_or_copy_").removesuffix("_recall") for m in truth["metric"].to_list()
+                    if m.startswith("index_exact_or_copy_") and m.endswith("_recall") and m != "index_exact_or_copy_duplicate_recall"})
+    prec = t("raw_pairs", "index_exact_or_copy_duplicate_precision")
+    for kind in kinds:
+        r, s = t("raw_pairs", f"index_exact_or_copy_{kind}_recall"), t("scored_pairs", f"semdedup_alone_{kind}_recall")
+        rows.append((f"copy recall ({kind}) >= 0.95 at ingest", f"{r:.3f} (SemDeDup alone {s:.3f})", r >= 0.95))
+    rows.append(("copy precision >= 0.95 at ingest", f"{prec:.3f} (SemDeDup alone {t('scored_pairs', 'semdedup_alone_duplicate_precision'):.3f}, "
+                 f"recall {t('scored_pairs', 'semdedup_alone_duplicate_recall'):.3f})", prec >= 0.95))
+    extra = t("compressed_dataset", "exported_duplicate_copies")
+    rows.append(("exported extra copies <= 0.5% of the export", f"{extra:.2%}", extra <= 0.005))
     return rows
 
 

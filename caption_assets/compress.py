@@ -114,6 +114,16 @@ def semdedup(x: np.ndarray, clusters: np.ndarray, score: np.ndarray, eps: float,
     return drop
 
 
+def semdedup_alone(image_emb: np.ndarray, eps: float, seed: int = 0, kmeans_iters: int = 20) -> np.ndarray:
+    """SemDeDup by itself over every image (k-means, then cosine > 1 - eps within a cluster, the earlier
+    row kept): the peer method's own duplicate mask, reported beside the copy verdicts it backs up."""
+    if len(image_emb) == 0:
+        return np.zeros(0, dtype=bool)
+    x = normalise(image_emb)
+    cluster, _ = kmeans(x, default_clusters(len(x)), kmeans_iters, seed)
+    return semdedup(x, cluster, np.zeros(len(x)), eps, np.ones(len(x), dtype=bool))
+
+
 def quotas(sizes: np.ndarray, total: int, alpha: float) -> np.ndarray:
     """Per-cluster quotas ~ size^alpha summing to ``total`` (largest remainder), capped by size;
     what a full cluster cannot take goes to clusters with room."""

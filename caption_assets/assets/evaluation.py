@@ -21,6 +21,7 @@ from caption_assets.curation_eval.metrics import HEADLINE, METRICS
 from caption_assets.curation_eval.training_sets import TRAINING_SETS
 from caption_assets.ingest import POINTER_COLUMNS
 from caption_assets.metadata import md_table
+from caption_assets.compress import semdedup_alone
 from caption_assets.config_defaults import with_defaults
 from caption_assets.settings import Settings
 from resources import CrawlSource, LakeStorage, QualityWarehouse
@@ -41,13 +42,14 @@ class CurationEvalConfig(Config):
     n_test_retrieval: int = 500
     n_test_zeroshot: int = 400
     workers: int = 2
+    semdedup_eps: float = 0.05  # SemDeDup-alone figure beside the copy verdicts (default: the profile's compress.semdedup_eps)
     truth_table: str | None = None  # default: truth.parquet beside the crawl folder (world crawls write it there)
 
     def recipe(self) -> Recipe:
         return Recipe(steps=self.steps, batch_size=self.batch_size, warmup=max(1, self.steps // 10))
 
 
-def read_lake(lake: LakeStorage) -> LakeFrames:
+def read_lake(lake: LakeStorage, semdedup_eps: float | None = None) -> LakeFrames:
     def frame(asset: str, columns: list[str]) -> pl.DataFrame:
         files = lake.files(asset)
         return pl.scan_parquet(files).select(columns).collect() if files else pl.DataFrame()
@@ -63,7 +65,14 @@ def read_lake(lake: LakeStorage) -> LakeFrames:
         fused=frame("fused_captions", ["uid", "fused_caption", "fusion_status", "final_caption"]),
         selection=pl.read_parquet(export / "selection.parquet", columns=["uid", "selected", "drop_reason"]),
         manifest=pl.read_parquet(export / "manifest.parquet", columns=["uid", "final_caption"]),
+        semdedup=None if semdedup_eps is None else _semdedup_alone(frame("scored_pairs", ["uid", "image_emb"]), semdedup_eps),
     )
+
+
+def _semdedup_alone(scored: pl.DataFrame, eps: float) -> pl.DataFrame:
+    if scored.height == 0:
+        return pl.DataFrame({"uid": [], "flagged": []}, schema={"uid": pl.String, "flagged": pl.Boolean})
+    return pl.DataFrame({"uid": scored["uid"], "flagged": semdedup_alone(scored["image_emb"].to_numpy(), eps)})
 
 
 def truth_path(config: CurationEvalConfig, crawl: CrawlSource) -> Path:
@@ -92,6 +101,7 @@ def _asset_decorator():
 def build_curation_eval(settings: Settings) -> AssetsDefinition:
     """The asset with its recipe defaults from the settings' ``evaluation:`` section (``enabled`` aside)."""
     section = {k: v for k, v in settings.evaluation.items() if k != "enabled"}
+    section.setdefault("semdedup_eps", settings.compress.get("semdedup_eps", 0.05))
     config_class = with_defaults(CurationEvalConfig, section, f"profile {settings.profile!r}: evaluation")
 
     def curation_eval(context: AssetExecutionContext, config: config_class, lake: LakeStorage, warehouse: QualityWarehouse, crawl: CrawlSource):  # type: ignore[valid-type]
@@ -106,7 +116,7 @@ def evaluate_lake(context: AssetExecutionContext, config: CurationEvalConfig, la
     from caption_assets.curation_eval.run import decode_images, evaluate_training_sets, summarise  # torch: in the step only
     from caption_assets.curation_eval.testset import build_testset
 
-    frames = read_lake(lake)
+    frames = read_lake(lake, config.semdedup_eps)
     if frames.manifest.height == 0:
         raise Failure("nothing to evaluate: the compressed dataset exported no pairs")
     recipe = config.recipe()

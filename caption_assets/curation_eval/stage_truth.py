@@ -34,6 +34,7 @@ class LakeFrames:
     fused: pl.DataFrame  # uid, fused_caption, fusion_status, final_caption
     selection: pl.DataFrame  # uid, selected, drop_reason
     manifest: pl.DataFrame  # uid, final_caption
+    semdedup: pl.DataFrame | None = None  # uid, flagged: SemDeDup alone over every scored image (the peer's own figure)
 
 
 def _ratio(rows: list, stage: str, metric: str, hits: int, n: int) -> None:
@@ -90,7 +91,8 @@ def filter_metrics(truth: pl.DataFrame, scored: pl.DataFrame) -> list[tuple]:
     return rows
 
 
-def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.DataFrame, manifest: pl.DataFrame, raw: pl.DataFrame | None = None) -> list[tuple]:
+def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.DataFrame, manifest: pl.DataFrame, raw: pl.DataFrame | None = None,
+                      semdedup: pl.DataFrame | None = None) -> list[tuple]:
     """Duplicate groups (the same scene's image repeated exactly or nearly): all but one copy should be flagged.
 
     Recall counts, per group with m copies at a stage's input, up to m-1 flagged copies; precision is
@@ -111,6 +113,8 @@ def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.D
         ]
         if "candidate_of" in raw.columns:  # the candidate stage alone: an earlier image came up, verified or not
             stages.append(("raw_pairs", "index_candidate_", raw.select("uid", flagged=pl.col("duplicate_kind").is_not_null() | pl.col("candidate_of").is_not_null())))
+    if semdedup is not None and semdedup.height:  # SemDeDup by itself on every image, for comparison
+        stages.append(("scored_pairs", "semdedup_alone_", semdedup.select("uid", "flagged")))
     for stage, prefix, frame in stages:
         df = frame.join(member, on="uid", how="inner")
         per_group = df.filter(pl.col("group").is_not_null()).group_by("group").agg(m=pl.len(), f=pl.col("flagged").sum())
@@ -118,7 +122,7 @@ def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.D
         found = int(per_group.select(pl.min_horizontal(pl.col("f"), pl.col("m") - 1)).sum().item())
         _ratio(rows, stage, f"{prefix}duplicate_recall", found, expected)
         _ratio(rows, stage, f"{prefix}duplicate_precision", found, int(df["flagged"].sum()))
-        if prefix.startswith("index_") and prefix != "index_exact_" and "wrong_kind" in truth.columns:
+        if prefix not in ("", "index_exact_") and "wrong_kind" in truth.columns:
             # per kind of copy (re-encode, resize, crop, shift): the share of the crawl's later copies found
             kinds = df.join(truth.select("uid", "wrong_kind"), on="uid").filter(pl.col("noise") == "near_duplicate")
             for kind, n, hit in kinds.group_by("wrong_kind").agg(n=pl.len(), hit=pl.col("flagged").sum()).sort("wrong_kind").iter_rows():
@@ -173,7 +177,7 @@ def stage_truth(truth: pl.DataFrame, lake: LakeFrames) -> pl.DataFrame:
     accepted = lake.fused.filter(pl.col("fusion_status") == "accepted")
     rows += caption_metrics(truth, "fused_captions", accepted, "fused_caption", "fused")
     rows += caption_metrics(truth, "fused_captions", lake.fused, "final_caption", "final")
-    rows += duplicate_metrics(truth, lake.scored, lake.selection, lake.manifest, lake.raw)
+    rows += duplicate_metrics(truth, lake.scored, lake.selection, lake.manifest, lake.raw, lake.semdedup)
     rows += caption_metrics(truth, "compressed_dataset", lake.manifest, "final_caption", "exported")
     kept_alt = lake.manifest.select("uid").join(lake.raw.select("uid", "caption"), on="uid")
     rows += caption_metrics(truth, "compressed_dataset", kept_alt, "caption", "exported_alt_text")
