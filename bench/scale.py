@@ -3,6 +3,7 @@
     python bench/scale.py [--shards 2000] [--small 200] [--rows 100]
     python bench/scale.py --growth 200,2000,6000,10000     # one index grown to 10,000 shards (~9 min)
     python bench/scale.py --copies 2000,10000              # copy candidates + verification per image at each size (~3 min)
+    python bench/scale.py --shards 10000 --instance sqlite,postgres --skip-index   # the instance on both storages
 
 Builds, in a temporary folder, ``--shards`` tiny tar shards (one sample each: the sensor only lists
 and stats them), a Dagster instance (SQLite, as `dagster dev` uses) holding one materialization per
@@ -24,6 +25,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -228,12 +230,74 @@ def copies_growth(counts: list[int], rows: int) -> None:
                   f"{c['found']:.2f} found), index {index.path.stat().st_size / 1e6:4.0f} MB (built in {build:.0f}s)", flush=True)
 
 
+@contextmanager
+def instance_on(storage: str, home: Path):
+    """A fresh instance on SQLite (a folder, as `dagster dev` uses) or on a throwaway local PostgreSQL server."""
+    from dagster import DagsterInstance
+
+    if storage == "sqlite":
+        home.mkdir(parents=True)
+        with DagsterInstance.local_temp(tempdir=str(home)) as instance:
+            yield instance
+        return
+    if storage != "postgres":
+        raise SystemExit(f"--instance: {storage!r} is not sqlite or postgres")
+    from caption_assets.cluster import ClusterSpec, instance_yaml, postgres_down, postgres_up
+
+    spec = ClusterSpec(home, postgres_port=25999)
+    home.mkdir(parents=True)
+    postgres_up(spec)
+    try:
+        (home / "dagster.yaml").write_text(instance_yaml(spec))
+        with DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+    finally:
+        postgres_down(spec)
+
+
+def instance_figures(instance, storage: str, keys: list[str], defs, sensor_resources: dict, schedule_resources: dict) -> list[tuple[str, float, str]]:
+    """Sensor ticks, recording one materialization per shard and stage, and the nightly plan on ``instance``."""
+    from dagster import AssetKey, AssetMaterialization, build_schedule_context, build_sensor_context
+
+    from caption_assets.sensors import crawl_sensor
+
+    tag = f"[{storage}] " if storage else ""
+    out: list[tuple[str, float, str]] = []
+    tick_s, first = timed(lambda: crawl_sensor(build_sensor_context(instance=instance, resources=sensor_resources)))
+    add_s, _ = timed(lambda: [instance.add_dynamic_partitions(r.partitions_def_name, list(r.partition_keys)) for r in first.dynamic_partitions_requests])
+    assert len(first.run_requests) == len(keys) and len(instance.get_dynamic_partitions("shards")) == len(keys)
+    out.append((f"{tag}sensor tick, first (register every shard)", tick_s + add_s, f"evaluate {tick_s:.2f}s + add partitions {add_s:.2f}s; {len(first.run_requests)} run requests"))
+    again_s, again = timed(lambda: crawl_sensor(build_sensor_context(instance=instance, cursor=first.cursor, resources=sensor_resources)), repeat=3)
+    assert again.run_requests == []
+    out.append((f"{tag}sensor tick, nothing new", again_s, "lists + stats every shard, compares with the cursor"))
+    t0 = time.perf_counter()
+    rng, n = random.Random(0), 0
+    for stage in STAGES:
+        for p in keys:
+            if stage == "fused_captions" and rng.random() < 0.05:
+                continue  # 5% of shards miss their last stage
+            instance.report_runless_asset_event(AssetMaterialization(AssetKey(stage), partition=p))
+            n += 1
+    rec_s = time.perf_counter() - t0
+    out.append((f"{tag}record {n} materializations", rec_s, f"{1000 * rec_s / n:.2f} ms each, one at a time"))
+    nightly = defs.resolve_schedule_def("nightly_shard_backfill")
+    context = build_schedule_context(instance=instance, resources=schedule_resources, repository_def=defs.get_repository_def(),
+                                     scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc))
+    plan_s, plan = timed(lambda: nightly(context))
+    reasons = pl.Series([r.tags["reason"] for r in plan]).value_counts(sort=True).rows()
+    out.append((f"{tag}nightly backfill plan", plan_s, f"{len(plan)} run requests: " + ", ".join(f"{n} {why}" for why, n in reasons)))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", type=int, default=2000)
     ap.add_argument("--small", type=int, default=200)
     ap.add_argument("--rows", type=int, default=100, help="images per shard in the duplicate index")
     ap.add_argument("--copies", default="", help="only time copy candidates + verification per image on one bulk-built index at these shard counts (e.g. 2000,10000)")
+    ap.add_argument("--instance", default="sqlite", help="instance storage(s), comma-separated: sqlite (dagster dev's), postgres (a throwaway "
+                    "local PostgreSQL server, as `caption-assets cluster up` starts one)")
+    ap.add_argument("--skip-index", action="store_true", help="time the instance, sensor, plan and warehouse only (not the duplicate index)")
     ap.add_argument("--growth", default="", help="only grow one duplicate index through these shard counts (e.g. 200,2000,6000,10000) and time a lookup at each")
     args = ap.parse_args()
     if args.copies:
@@ -241,10 +305,7 @@ def main() -> None:
     if args.growth:
         return growth([int(n) for n in args.growth.split(",")], args.rows)
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-    from dagster import AssetKey, AssetMaterialization, DagsterInstance, build_schedule_context, build_sensor_context
-
     from caption_assets.definitions import build_definitions
-    from caption_assets.sensors import crawl_sensor
     from caption_assets.settings import load_settings
     from resources import CrawlSource, DuplicateIndex, LakeStorage, QualityWarehouse
 
@@ -262,34 +323,15 @@ def main() -> None:
         duplicates = DuplicateIndex(path=str(settings.duplicate_index_path))
         resources = {"crawl": CrawlSource(crawl_dir=str(crawl)), "duplicates": duplicates}
 
-        with DagsterInstance.local_temp(tempdir=str(home)) as instance:
-            tick_s, first = timed(lambda: crawl_sensor(build_sensor_context(instance=instance, resources=resources)))
-            add_s, _ = timed(lambda: [instance.add_dynamic_partitions(r.partitions_def_name, list(r.partition_keys)) for r in first.dynamic_partitions_requests])
-            assert len(first.run_requests) == args.shards and len(instance.get_dynamic_partitions("shards")) == args.shards
-            results.append(("sensor tick, first (register every shard)", tick_s + add_s, f"evaluate {tick_s:.2f}s + add partitions {add_s:.2f}s; {len(first.run_requests)} run requests"))
-            again_s, again = timed(lambda: crawl_sensor(build_sensor_context(instance=instance, cursor=first.cursor, resources=resources)), repeat=3)
-            assert again.run_requests == []
-            results.append(("sensor tick, nothing new", again_s, "lists + stats every shard, compares with the cursor"))
-
-            t0 = time.perf_counter()
-            rng = random.Random(0)
-            for stage in STAGES:
-                for p in keys:
-                    if stage == "fused_captions" and rng.random() < 0.05:
-                        continue  # 5% of shards miss their last stage
-                    instance.report_runless_asset_event(AssetMaterialization(AssetKey(stage), partition=p))
-            print(f"setup: {len(STAGES)} x {args.shards} materializations recorded in {time.perf_counter() - t0:.1f}s", flush=True)
-            fill_warehouse(settings.warehouse_path, keys, rows_per_shard=100)
-            lake = LakeStorage(root=str(settings.lake_dir))
-            (settings.lake_dir / "alignment_levels").mkdir(parents=True)
-            (settings.lake_dir / "alignment_levels" / "current.json").write_text('{"version": "levels-current", "boundaries": [0.2, 0.25, 0.3], "scorer": "x"}')
-            warehouse = QualityWarehouse(path=str(settings.warehouse_path))
-            nightly = defs.resolve_schedule_def("nightly_shard_backfill")
-            context = build_schedule_context(instance=instance, resources={"warehouse": warehouse, "lake": lake, "duplicates": duplicates}, repository_def=defs.get_repository_def(),
-                                             scheduled_execution_time=datetime(2026, 11, 26, 2, tzinfo=timezone.utc))
-            plan_s, plan = timed(lambda: nightly(context))
-            reasons = pl.Series([r.tags["reason"] for r in plan]).value_counts(sort=True).rows()
-            results.append(("nightly backfill plan", plan_s, f"{len(plan)} run requests: " + ", ".join(f"{n} {why}" for why, n in reasons)))
+        fill_warehouse(settings.warehouse_path, keys, rows_per_shard=100)
+        lake = LakeStorage(root=str(settings.lake_dir))
+        (settings.lake_dir / "alignment_levels").mkdir(parents=True)
+        (settings.lake_dir / "alignment_levels" / "current.json").write_text('{"version": "levels-current", "boundaries": [0.2, 0.25, 0.3], "scorer": "x"}')
+        warehouse = QualityWarehouse(path=str(settings.warehouse_path))
+        for storage in args.instance.split(","):
+            with instance_on(storage, tmp / f"{storage}_home") as instance:
+                results += instance_figures(instance, storage if "," in args.instance else "", keys, defs, resources,
+                                            {"warehouse": warehouse, "lake": lake, "duplicates": duplicates})
 
         cli = [sys.executable, "-m", "caption_assets.cli", "report"]
         report_s, proc = timed(lambda: subprocess.run(cli, env={**os.environ, **env}, capture_output=True, text=True, check=True), repeat=3)
@@ -305,25 +347,28 @@ def main() -> None:
             q_s, _ = timed(lambda sql=sql: warehouse.query(sql), repeat=5)
             results.append((f"warehouse: {name}", q_s, "one connection + query"))
 
-        t0 = time.perf_counter()
-        small = fill_index(tmp / "small.sqlite", args.small, args.rows)
-        big = fill_index(tmp / "big.sqlite", args.shards, args.rows, seed=1)
-        print(f"setup: duplicate indexes of {args.small} and {args.shards} shards x {args.rows} images in {time.perf_counter() - t0:.1f}s", flush=True)
-        (small_l, small_t), (big_l, big_t) = lookup_time(small, args.rows), lookup_time(big, args.rows)
-        results.append((f"duplicate index: lookup, one shard at {args.small} shards", small_l, f"{args.rows} images, exact + near, earlier + later shards"))
-        results.append((f"duplicate index: lookup, one shard at {args.shards} shards", big_l, f"ratio {big_l / small_l:.2f}x (target <= 1.5x)"))
-        results.append((f"duplicate index: add + lookup at {args.small} shards", small_t, "one transaction: delete old rows, insert, look up, commit"))
-        results.append((f"duplicate index: add + lookup at {args.shards} shards", big_t, f"ratio {big_t / small_t:.2f}x"))
-        size_mb = (tmp / "big.sqlite").stat().st_size / 1e6
-        small_r, big_r = reread_time(tmp / "reread-small", args.small, args.rows), reread_time(tmp / "reread-big", args.shards, args.rows)
-        results.append((f"before the index: re-read earlier shards at {args.small}", small_r, "sha256 column of every earlier raw_pairs file"))
-        results.append((f"before the index: re-read earlier shards at {args.shards}", big_r, f"ratio {big_r / small_r:.2f}x; {big_r / big_l:.0f}x the index lookup"))
+        size_mb = None
+        if not args.skip_index:
+            t0 = time.perf_counter()
+            small = fill_index(tmp / "small.sqlite", args.small, args.rows)
+            big = fill_index(tmp / "big.sqlite", args.shards, args.rows, seed=1)
+            print(f"setup: duplicate indexes of {args.small} and {args.shards} shards x {args.rows} images in {time.perf_counter() - t0:.1f}s", flush=True)
+            (small_l, small_t), (big_l, big_t) = lookup_time(small, args.rows), lookup_time(big, args.rows)
+            results.append((f"duplicate index: lookup, one shard at {args.small} shards", small_l, f"{args.rows} images, exact + near, earlier + later shards"))
+            results.append((f"duplicate index: lookup, one shard at {args.shards} shards", big_l, f"ratio {big_l / small_l:.2f}x (target <= 1.5x)"))
+            results.append((f"duplicate index: add + lookup at {args.small} shards", small_t, "one transaction: delete old rows, insert, look up, commit"))
+            results.append((f"duplicate index: add + lookup at {args.shards} shards", big_t, f"ratio {big_t / small_t:.2f}x"))
+            size_mb = (tmp / "big.sqlite").stat().st_size / 1e6
+            small_r, big_r = reread_time(tmp / "reread-small", args.small, args.rows), reread_time(tmp / "reread-big", args.shards, args.rows)
+            results.append((f"before the index: re-read earlier shards at {args.small}", small_r, "sha256 column of every earlier raw_pairs file"))
+            results.append((f"before the index: re-read earlier shards at {args.shards}", big_r, f"ratio {big_r / small_r:.2f}x; {big_r / big_l:.0f}x the index lookup"))
 
     print(f"\n{args.shards} shards on {os.cpu_count()} cores ({sys.platform}, python {sys.version.split()[0]})\n")
     width = max(len(n) for n, _, _ in results)
     for name, secs, note in results:
         print(f"  {name:<{width}}  {secs:8.3f}s  {note}")
-    print(f"\n  duplicate index file at {args.shards} x {args.rows} images: {size_mb:.0f} MB")
+    if size_mb is not None:
+        print(f"\n  duplicate index file at {args.shards} x {args.rows} images: {size_mb:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ every materialization shows up in the UI with its metadata and checks.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -66,6 +67,8 @@ def _configure_env(crawl: Path | None, out: Path | None, profile: str | None, ex
     from caption_assets.settings import load_settings
 
     settings = load_settings()
+    if settings.executor == "ray" and not os.environ.get("DAGSTER_HOME"):
+        return _cluster_env(cluster_dir())
     home = Path(os.environ.get("DAGSTER_HOME") or settings.data_dir / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
@@ -73,6 +76,62 @@ def _configure_env(crawl: Path | None, out: Path | None, profile: str | None, ex
         config.write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
+
+
+def cluster_dir(path: Path | None = None) -> Path:
+    return (path or Path(os.environ.get("CAPTION_ASSETS_CLUSTER_DIR") or PROJECT_ROOT / "data" / "cluster")).resolve()
+
+
+def _cluster_env(root: Path) -> Path:
+    """Runs on the local cluster (``caption-assets cluster up``): its Postgres-backed instance and its Ray address."""
+    from caption_assets.cluster import ClusterError, ClusterSpec, alive_nodes
+
+    try:
+        spec = ClusterSpec.load(root)
+    except ClusterError as exc:
+        raise CliError(f"--executor ray: {exc}, or set DAGSTER_HOME and CAPTION_ASSETS_RAY_ADDRESS for another cluster") from None
+    if not alive_nodes(spec):
+        raise CliError(f"--executor ray: the Ray cluster at {spec.dashboard} does not answer (caption-assets cluster up)")
+    os.environ.setdefault("CAPTION_ASSETS_RAY_ADDRESS", spec.dashboard)
+    if not any(n.get("resources_total", {}).get("GPU") for n in alive_nodes(spec)):
+        os.environ.setdefault("CAPTION_ASSETS_STEP_GPUS", "0")  # a GPU request would wait forever on this cluster
+    os.environ["DAGSTER_HOME"] = str(spec.home)
+    return spec.home
+
+
+def cluster_command(action: str, root: Path, workers: int, cpus: int) -> None:
+    from caption_assets.cluster import ClusterError, ClusterSpec, down, status, up
+
+    try:
+        if action == "up":
+            try:
+                spec = ClusterSpec.load(root)
+                spec.workers, spec.cpus_per_node = workers, cpus
+            except ClusterError:
+                spec = ClusterSpec(root, workers=workers, cpus_per_node=cpus)
+            t0 = time.perf_counter()
+            spec = up(spec)
+            print(f"cluster up in {time.perf_counter() - t0:.0f}s: Postgres {spec.postgres_url}, Ray {spec.dashboard} "
+                  f"(head + {spec.workers} worker node(s), {spec.cpus_per_node} CPU each), instance {spec.home}")
+            print(f"  run the chain on it:  caption-assets run --executor ray --crawl data/sample/crawl --out {root.parent / 'cluster-run'}")
+        elif action == "down":
+            down(ClusterSpec.load(root))
+            print(f"cluster at {root} stopped")
+        else:
+            print(json.dumps(status(ClusterSpec.load(root)), indent=2))
+    except ClusterError as exc:
+        raise CliError(str(exc)) from None
+
+
+def print_step_nodes(run_id: str) -> None:
+    """Which Ray node ran each step of a run (the steps' own ``caption_assets/ray/<step>`` tags)."""
+    from dagster import DagsterInstance
+
+    from caption_assets.ray_placement import steps_by_node
+
+    run = DagsterInstance.get().get_run_by_id(run_id)
+    for node, steps in steps_by_node(run.tags if run else {}).items():
+        print(f"           on {node}: {', '.join(steps)}", flush=True)
 
 
 def check_ui_can_start(port: int) -> None:
@@ -120,6 +179,8 @@ def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
             failed.append(out)
         if verbose:
             print_outcome(out)
+            if settings.executor == "ray":
+                print_step_nodes(out.run_id)
 
     if verbose:
         steps = "each run's steps in its run worker" if settings.executor == "in_process" else f"up to {settings.max_concurrent} steps per run"
@@ -315,10 +376,18 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--key", default=None)
     tr.add_argument("--json", action="store_true", help="machine-readable output")
     tr.add_argument("--out", type=Path, default=None, help="data folder of the run (default: the profile's)")
+    cl = sub.add_parser("cluster", help="a local cluster: PostgreSQL for the instance, a Ray head and worker nodes (then run --executor ray)")
+    cl.add_argument("action", choices=["up", "down", "status"])
+    cl.add_argument("--dir", type=Path, default=None, help="cluster folder (default: CAPTION_ASSETS_CLUSTER_DIR or data/cluster)")
+    cl.add_argument("--workers", type=int, default=1, help="Ray worker nodes beside the head (default 1)")
+    cl.add_argument("--cpus-per-node", type=int, default=1, help="CPUs each node offers to steps (default 1)")
     ui = sub.add_parser("ui", help="start the Dagster UI (dagster dev) on this project's instance")
     ui.add_argument("--port", type=int, default=3000)
     args = ap.parse_args(argv)
     try:
+        if args.command == "cluster":
+            cluster_command(args.action, cluster_dir(args.dir), args.workers, args.cpus_per_node)
+            return 0
         if args.command == "run":
             home = _configure_env(args.crawl, args.out, args.profile, args.executor, args.max_runs)
         elif args.command == "eval":

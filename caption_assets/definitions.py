@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus, Definitions, EnvVar, in_process_executor, multiprocess_executor
 
 from caption_assets.assets.alignment_levels import build_alignment_levels
@@ -15,6 +17,7 @@ from caption_assets.assets.reward_model import build_alignment_reward_model
 from caption_assets.assets.scored_pairs import build_scored_pairs
 from caption_assets.jobs import WITHOUT_MODELS, compress_job, eval_job, ingest_job, levels_job, reward_model_job, shard_chain_job, shard_models_job, shared_models_job, with_executor
 from caption_assets.placement import LIMIT_TAG
+from caption_assets.ray_placement import RAY_HOOKS
 from caption_assets.schedules import build_schedules
 from caption_assets.sensors import build_crawl_sensor
 from caption_assets.settings import Settings, load_settings
@@ -58,12 +61,12 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     # curation_eval tests on the procedural world's held-out split: on for world crawls (demo), off for real ones.
     evaluate = bool(settings.evaluation.get("enabled", False))
     light = build_executor(settings, models=False)  # for the jobs whose steps load no model
+    hooks = RAY_HOOKS if settings.executor == "ray" else None  # each step records the node it ran on
     return Definitions(
         assets=[raw_pairs, *(build(settings) for build in MODEL_STEPS), build_compressed_dataset(settings), *([build_curation_eval(settings)] if evaluate else [])],
         asset_checks=[raw_pairs_reconcile],
-        jobs=[*(with_executor(job, light) if job in WITHOUT_MODELS else job for job in
-                (ingest_job, shard_chain_job, shard_models_job, reward_model_job, levels_job, shared_models_job, compress_job)),
-              *([eval_job] if evaluate else [])],
+        jobs=[with_executor(job, light if job in WITHOUT_MODELS else None, hooks) for job in
+              (ingest_job, shard_chain_job, shard_models_job, reward_model_job, levels_job, shared_models_job, compress_job, *([eval_job] if evaluate else []))],
         sensors=[
             build_crawl_sensor(settings.automation),
             AutomationConditionSensorDefinition(
@@ -84,12 +87,27 @@ def build_executor(settings: Settings, models: bool = True):
     ``in_process``: every step in the run worker's process (one model load per run; no step isolation)."""
     if settings.executor == "in_process":
         return in_process_executor
+    if settings.executor == "ray":
+        return ray_step_executor(settings)
     if settings.executor == "k8s":
         import yaml
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor.configured(yaml.safe_load(settings.k8s_executor_config.read_text()), name="k8s_job_executor")
     return multiprocess_executor.configured(local_executor_config(settings, models))
+
+
+def ray_step_executor(settings: Settings):
+    """One Ray job per step on the cluster at ``ray_address`` (dagster-ray). Each step's CPU and GPU request is its own
+    ``dagster-ray/config`` tag (``placement.py``); Ray queues a step until a node has them. The step process rebuilds
+    these definitions from the same settings, so the settings' environment travels with every step."""
+    from dagster_ray import ray_executor
+
+    forwarded = sorted(k for k in os.environ if k.startswith("CAPTION_ASSETS_") and k != "CAPTION_ASSETS_RAY_NODE")
+    return ray_executor.configured(
+        {"ray": {"address": settings.ray_address, "env_vars": forwarded}},
+        name="ray_executor",
+    )
 
 
 def local_executor_config(settings: Settings, models: bool = True) -> dict[str, object]:

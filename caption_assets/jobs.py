@@ -63,7 +63,10 @@ eval_job = define_asset_job(
 WITHOUT_MODELS = (ingest_job, compress_job)
 
 
-def with_executor(job: UnresolvedAssetJobDefinition, executor: ExecutorDefinition) -> UnresolvedAssetJobDefinition:
-    """The same job with its own executor (``build_definitions`` gives the model-free jobs a lighter one)."""
+def with_executor(job: UnresolvedAssetJobDefinition, executor: ExecutorDefinition | None, hooks: set | None = None) -> UnresolvedAssetJobDefinition:
+    """The same job with its own executor (``build_definitions`` gives the model-free jobs a lighter one) and step hooks
+    (on Ray: each step records its node on the run)."""
+    if executor is None and not hooks:
+        return job
     return define_asset_job(job.name, selection=job.selection, description=job.description, tags=job.tags, executor_def=executor,
-                            partitions_def=job.partitions_def)
+                            partitions_def=job.partitions_def, hooks=hooks or job.hooks)

@@ -15,11 +15,21 @@ from caption_assets.settings import Settings
 
 POOL = "gpu"
 LIMIT_TAG = ("gpu", "true")  # executors' tag_concurrency_limits key: one model step at a time per device
-STEP_CPUS, STEP_MEMORY = 4, "16Gi"
+STEP_MEMORY = "16Gi"
+# Ray: a model-free step (ingest, compression, checks) takes one CPU share, so the cluster spreads steps over
+# its nodes (a job that asks for nothing runs on the head node). Ingest also takes the head node's one
+# ``duplicate_index`` unit: the SQLite index lives on one node's disk and sees one writer at a time, with no
+# file lock trusted across machines (``caption-assets cluster up`` gives the head that resource).
+INDEX_RESOURCE = "duplicate_index"
+LIGHT_STEP_TAGS = {"dagster-ray/config": {"num_cpus": 1}}
+INGEST_STEP_TAGS = {"dagster-ray/config": {"num_cpus": 1, "resources": {INDEX_RESOURCE: 1}}}
 
 
 def uses_gpu(settings: Settings) -> bool:
-    """A GPU is asked for unless every model is pinned to the CPU: ``auto`` means CUDA wherever the step lands."""
+    """A GPU is asked for unless every model is pinned to the CPU: ``auto`` means CUDA wherever the step lands.
+    ``execution.step_gpus`` (``CAPTION_ASSETS_STEP_GPUS``) overrides: 0 on a cluster without GPUs, 1 to insist."""
+    if settings.step_gpus is not None:
+        return settings.step_gpus > 0
     devices = [settings.clip.get("device", "auto"), settings.captioner.get("device", "auto")]
     if settings.fuser.get("backend") == "transformers":  # a local LLM; rules and an endpoint need no device
         devices.append(settings.fuser.get("device", "auto"))
@@ -29,7 +39,7 @@ def uses_gpu(settings: Settings) -> bool:
 def model_step(settings: Settings) -> dict[str, Any]:
     """``@asset`` keyword arguments (``pool``, ``op_tags``) for a step that loads CLIP, the captioner or the fuser."""
     gpu = uses_gpu(settings)
-    resources: dict[str, Any] = {"requests": {"cpu": str(STEP_CPUS), "memory": STEP_MEMORY}}
+    resources: dict[str, Any] = {"requests": {"cpu": str(settings.step_cpus), "memory": STEP_MEMORY}}
     if gpu:
         resources["limits"] = {"nvidia.com/gpu": "1"}
     return {
@@ -37,6 +47,7 @@ def model_step(settings: Settings) -> dict[str, Any]:
         "op_tags": {
             LIMIT_TAG[0]: LIMIT_TAG[1],
             "dagster-k8s/config": {"container_config": {"resources": resources}},
-            "dagster-ray/config": {"num_cpus": STEP_CPUS, "num_gpus": 1 if gpu else 0},
+            # per step, never at the executor level (an executor-wide num_gpus would override these tags)
+            "dagster-ray/config": {"num_cpus": settings.step_cpus, "num_gpus": 1 if gpu else 0},
         },
     }

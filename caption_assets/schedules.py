@@ -103,7 +103,7 @@ def plan(instance: DagsterInstance, graph: BaseAssetGraph, partitions: Iterable[
 def build_schedules(running: bool) -> list[ScheduleDefinition]:
     status = DefaultScheduleStatus.RUNNING if running else DefaultScheduleStatus.STOPPED
 
-    @schedule(job=shard_chain_job, cron_schedule="0 2 * * *", default_status=status, description=(
+    @schedule(job_name=shard_chain_job.name, cron_schedule="0 2 * * *", default_status=status, description=(
         "Nightly: run the shard chain for every shard that is missing a stage, has a stage older than an input (per the asset graph), "
         "was scored with older alignment levels, or holds stale duplicate verdicts."))
     def nightly_shard_backfill(context: ScheduleEvaluationContext, warehouse: QualityWarehouse, lake: LakeStorage, duplicates: DuplicateIndex):

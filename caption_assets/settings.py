@@ -22,8 +22,9 @@ class SettingsError(ValueError):
     """A configuration value is wrong; the message names the setting."""
 
 
-# Where a run's steps execute: one process per step, the run worker's own process, or one pod per step.
-EXECUTORS = ("multiprocess", "in_process", "k8s")
+# Where a run's steps execute: one process per step, the run worker's own process, one pod per step, or one
+# Ray job per step on a Ray cluster (dagster-ray).
+EXECUTORS = ("multiprocess", "in_process", "k8s", "ray")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class Settings:
     max_concurrent_runs: int = 2  # runs the CLI keeps in flight at once
     executor: str = "multiprocess"
     k8s_executor_config: Path = PROJECT_ROOT / "deploy" / "k8s" / "executor.yaml"
+    ray_address: str = "http://127.0.0.1:8265"  # the Ray cluster's job-submission (dashboard) address
+    step_cpus: int = 4  # CPUs a model step asks the cluster for (Ray num_cpus, Kubernetes requests)
+    step_gpus: int | None = None  # GPUs a model step asks for; None: one unless every model device is the CPU
 
     @property
     def lake_dir(self) -> Path:
@@ -108,6 +112,14 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     executor = env.get("CAPTION_ASSETS_EXECUTOR", execution.get("executor", "multiprocess"))
     if executor not in EXECUTORS:
         raise SettingsError(f"CAPTION_ASSETS_EXECUTOR={executor!r} must be one of {', '.join(EXECUTORS)}")
+    step_cpus = _positive(env, "CAPTION_ASSETS_STEP_CPUS", execution.get("step_cpus", 4))
+    gpus = env.get("CAPTION_ASSETS_STEP_GPUS", execution.get("step_gpus", "auto"))
+    if str(gpus) not in ("auto", "0", "1"):
+        raise SettingsError(f"CAPTION_ASSETS_STEP_GPUS={gpus!r} must be auto, 0 or 1")
+    step_gpus = None if str(gpus) == "auto" else int(gpus)
+    ray_address = str(env.get("CAPTION_ASSETS_RAY_ADDRESS", execution.get("ray_address", "http://127.0.0.1:8265")))
+    if "://" not in ray_address:
+        raise SettingsError(f"CAPTION_ASSETS_RAY_ADDRESS={ray_address!r} must be the Ray dashboard's URL, e.g. http://127.0.0.1:8265")
     k8s_config = _resolve(env.get("CAPTION_ASSETS_K8S_EXECUTOR_CONFIG", "deploy/k8s/executor.yaml"))
     if executor == "k8s" and not k8s_config.is_file():
         raise SettingsError(f"CAPTION_ASSETS_K8S_EXECUTOR_CONFIG={str(k8s_config)!r} does not exist")
@@ -120,7 +132,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         sections["captioner"]["model"] = str(_resolve(model))
     return Settings(
         profile, crawl_dir, data_dir, warehouse_path, annotations, clip, env=passed, automation=automation == "on",
-        max_concurrent=max_concurrent, max_concurrent_runs=max_concurrent_runs, executor=executor, k8s_executor_config=k8s_config, **sections,
+        max_concurrent=max_concurrent, max_concurrent_runs=max_concurrent_runs, executor=executor, k8s_executor_config=k8s_config,
+        ray_address=ray_address, step_cpus=step_cpus, step_gpus=step_gpus, **sections,
     )
 
 

@@ -10,7 +10,7 @@ import yaml
 
 import resources
 from caption_assets.definitions import build_definitions, local_executor_config
-from caption_assets.placement import LIMIT_TAG, POOL, model_step
+from caption_assets.placement import INDEX_RESOURCE, LIMIT_TAG, POOL, model_step
 from caption_assets.settings import PROJECT_ROOT, load_settings
 
 MODEL_ASSETS = {"alignment_reward_model", "alignment_levels", "scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions"}
@@ -43,8 +43,12 @@ def test_every_step_that_takes_a_model_resource_gets_the_helpers_pool_and_tags(p
     for name, (pool, tags, loads_model) in found.items():
         if loads_model:
             assert pool == POOL and tags == expected["op_tags"], name
-        else:  # ingest, compression, evaluation: no GPU request, no model-step pool, no executor limit
-            assert pool is None and not set(tags) & set(expected["op_tags"]), name
+        else:  # ingest, compression, evaluation: no GPU request, no model-step pool, no executor limit; one CPU share on Ray
+            assert pool is None and not set(tags) & (set(expected["op_tags"]) - {"dagster-ray/config"}), name
+            assert tags["dagster-ray/config"]["num_cpus"] == 1 and "num_gpus" not in tags["dagster-ray/config"], name
+    # ingest alone takes the head node's duplicate-index unit (one SQLite writer, on one node's disk)
+    assert found["raw_pairs"][1]["dagster-ray/config"]["resources"] == {INDEX_RESOURCE: 1}
+    assert all("resources" not in tags["dagster-ray/config"] for name, (_, tags, _) in found.items() if name != "raw_pairs")
     # auto devices: a cluster gives every model step a GPU
     tags = found["alignment_levels"][1]
     assert tags["dagster-k8s/config"]["container_config"]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
@@ -60,7 +64,7 @@ def test_models_pinned_to_the_cpu_ask_for_cpus_only_and_keep_the_pool():
         pool, tags, _ = found[name]
         assert pool == POOL and tags[LIMIT_TAG[0]] == LIMIT_TAG[1]
         assert "limits" not in tags["dagster-k8s/config"]["container_config"]["resources"]
-        assert tags["dagster-ray/config"] == {"num_cpus": 4, "num_gpus": 0}
+        assert tags["dagster-ray/config"] == {"num_cpus": cpu.step_cpus, "num_gpus": 0}
     # a local LLM fuser on `auto` brings the GPU back
     llm = dataclasses.replace(cpu, fuser={"backend": "transformers", "model": "some/llm", "device": "auto"})
     assert placements(llm)["fused_captions"][1]["dagster-ray/config"]["num_gpus"] == 1
@@ -72,3 +76,17 @@ def test_the_executors_limit_the_tag_the_helper_sets():
     assert {"key": key, "value": value, "limit": 1} in local_executor_config(settings)["tag_concurrency_limits"]
     k8s = yaml.safe_load((PROJECT_ROOT / "deploy/k8s/executor.yaml").read_text())
     assert any(lim["key"] == key and lim["value"] == value for lim in k8s["tag_concurrency_limits"])
+
+
+def test_step_resources_come_from_the_settings():
+    """A CPU-only cluster: CAPTION_ASSETS_STEP_GPUS=0 drops every GPU request, whatever the devices say;
+    the CPU share is the profile's (demo 1, production 4) or the environment's."""
+    assert load_settings({"CAPTION_ASSETS_PROFILE": "demo"}).step_cpus == 1
+    assert load_settings({"CAPTION_ASSETS_PROFILE": "production"}).step_cpus == 4
+    settings = load_settings({"CAPTION_ASSETS_PROFILE": "production", "CAPTION_ASSETS_STEP_GPUS": "0", "CAPTION_ASSETS_STEP_CPUS": "3"})
+    for name in MODEL_ASSETS:
+        tags = placements(settings)[name][1]
+        assert tags["dagster-ray/config"] == {"num_cpus": 3, "num_gpus": 0}, name
+        assert "limits" not in tags["dagster-k8s/config"]["container_config"]["resources"]
+    with pytest.raises(Exception, match="CAPTION_ASSETS_STEP_GPUS"):
+        load_settings({"CAPTION_ASSETS_STEP_GPUS": "2"})

@@ -21,6 +21,7 @@ from dagster import (
 )
 from PIL import Image
 
+from caption_assets.placement import LIGHT_STEP_TAGS
 from caption_assets.compress import Compression, CompressConfig, compress
 from caption_assets.config_defaults import with_defaults
 from caption_assets.degeneration import is_degenerate
@@ -131,6 +132,7 @@ def build_compressed_dataset(settings: Settings) -> AssetsDefinition:
         kinds={"faiss", "webdataset"},
         owners=["team:data-platform"],
         tags={"stage": "compression"},
+        op_tags=LIGHT_STEP_TAGS,
         code_version="compressed_dataset-v1",
         check_specs=[AssetCheckSpec(name, asset=ASSET) for name in CHECKS],
         description=(

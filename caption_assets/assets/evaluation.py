@@ -12,6 +12,7 @@ from pathlib import Path
 import polars as pl
 from dagster import AssetCheckResult, AssetsDefinition, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
+from caption_assets.placement import LIGHT_STEP_TAGS
 from caption_assets.assets.compressed import build_report, export_dir
 from caption_assets.curation_eval.headline import BASELINES, difference, differences_table, figure, gaps, headline, pts, wide_table
 from caption_assets.curation_eval.intervals import Bootstrap, differences, verdict
@@ -86,6 +87,7 @@ def _asset_decorator():
         kinds={"pytorch", "duckdb"},
         owners=["team:data-platform"],
         tags={"stage": "evaluation"},
+        op_tags=LIGHT_STEP_TAGS,
         code_version="curation_eval-v1",
         check_specs=[AssetCheckSpec(CHECK, asset=ASSET, description=(
             "curated must train a better model than a random subset of the same size (text->image R@1, held-out phrasing): "

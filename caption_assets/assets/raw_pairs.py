@@ -21,6 +21,7 @@ from caption_assets.heuristics import HeuristicConfig
 from caption_assets.images import DEFAULT_MAX_PIXELS
 from caption_assets.ingest import IngestLimits, IngestResult, ingest_shard
 from caption_assets.metadata import counts_by, describe, md_table, preview, table_schema
+from caption_assets.placement import INGEST_STEP_TAGS, LIGHT_STEP_TAGS
 from caption_assets.partitions import shards_partitions
 from caption_assets.text import DEFAULT_MAX_CAPTION_CHARS
 from caption_assets.duplicate_index import Update
@@ -66,6 +67,7 @@ def funnel_rows(result: IngestResult) -> list[tuple[str, str | None, int]]:
     kinds={"parquet", "polars"},
     owners=["team:data-platform"],
     tags={"stage": "ingest", "scope": "shard"},
+    op_tags=INGEST_STEP_TAGS,
     code_version="raw_pairs-v1",
     description=(
         "One row per crawl sample: stable uid, pointer into the shard (no copy of the bytes), sha256, "
@@ -136,6 +138,7 @@ warnings.filterwarnings("ignore", category=PreviewWarning, message=".*partitions
     asset=raw_pairs,
     partitions_def=shards_partitions,
     blocking=True,
+    op_tags=LIGHT_STEP_TAGS,
     description=(
         "Samples seen in the shard = raw_pairs rows + quarantined rows, in the files and the warehouse; uids unique; "
         "and, for img2dataset output, seen = the url count of its _stats.json."
