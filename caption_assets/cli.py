@@ -93,8 +93,15 @@ def _cluster_env(root: Path) -> Path:
     if not alive_nodes(spec):
         raise CliError(f"--executor ray: the Ray cluster at {spec.dashboard} does not answer (caption-assets cluster up)")
     os.environ.setdefault("CAPTION_ASSETS_RAY_ADDRESS", spec.dashboard)
-    if not any(n.get("resources_total", {}).get("GPU") for n in alive_nodes(spec)):
+    nodes = alive_nodes(spec)
+    if not any(n.get("resources_total", {}).get("GPU") for n in nodes):
         os.environ.setdefault("CAPTION_ASSETS_STEP_GPUS", "0")  # a GPU request would wait forever on this cluster
+    from caption_assets.settings import load_settings
+
+    wanted, largest = load_settings().step_cpus, max(n.get("resources_total", {}).get("CPU", 0) for n in nodes)
+    if wanted > largest:  # the same: a model step would wait forever for a node that big
+        raise CliError(f"model steps ask for {wanted} CPUs (execution.step_cpus / CAPTION_ASSETS_STEP_CPUS) and the largest "
+                       f"node of the cluster at {spec.dashboard} has {largest:g}: lower it or `cluster up --cpus-per-node {wanted}`")
     os.environ["DAGSTER_HOME"] = str(spec.home)
     return spec.home
 
