@@ -78,7 +78,7 @@ def main() -> None:
                 raise SystemExit(f"{executor} run failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
             figures[executor] = step_times(spec.home if executor == "ray" else out / "dagster_home")
     finally:
-        down(spec)
+        down(spec, purge=True)
 
     def med(executor: str, model: bool, key: str) -> float:
         return statistics.median(r[key] for r in figures[executor] if r["model"] == model)

@@ -268,7 +268,8 @@ def up(spec: ClusterSpec) -> ClusterSpec:
     return spec
 
 
-def down(spec: ClusterSpec) -> None:
+def down(spec: ClusterSpec, purge: bool = False) -> None:
+    """Stop the nodes and Postgres; ``purge`` also deletes the database files (a throwaway cluster: tests, benches)."""
     for name in sorted(spec.pids, key=lambda n: n == "head"):  # workers first, the head last
         kill_node(spec, name, signal.SIGTERM)
     t0 = time.monotonic()
@@ -278,6 +279,8 @@ def down(spec: ClusterSpec) -> None:
         kill_node(spec, name, signal.SIGKILL)
     spec.pids.clear()
     postgres_down(spec)
+    if purge:
+        shutil.rmtree(_postgres_home(spec), ignore_errors=True)
     spec.save()
 
 

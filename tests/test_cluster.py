@@ -40,7 +40,7 @@ def cluster(tmp_path_factory):
     try:
         yield spec
     finally:
-        down(spec)
+        down(spec, purge=True)
 
 
 def clean_env(spec: ClusterSpec) -> dict[str, str]:
