@@ -3,6 +3,7 @@
     python bench/scale.py [--shards 2000] [--small 200] [--rows 100]
     python bench/scale.py --growth 200,2000,6000,10000     # one index grown to 10,000 shards (~9 min)
     python bench/scale.py --copies 2000,10000              # copy candidates + verification per image at each size (~3 min)
+    python bench/scale.py --world 3x1000 [--parallel 2]    # world-crawl shards through ingest + the index: ms/image, lock held (~2 min)
     python bench/scale.py --shards 10000 --instance sqlite,postgres --skip-index   # the instance on both storages
 
 Builds, in a temporary folder, ``--shards`` tiny tar shards (one sample each: the sensor only lists
@@ -230,6 +231,43 @@ def copies_growth(counts: list[int], rows: int) -> None:
                   f"{c['found']:.2f} found), index {index.path.stat().st_size / 1e6:4.0f} MB (built in {build:.0f}s)", flush=True)
 
 
+def world_ingest(n_shards: int, per_shard: int, parallel: int, seed: int = 4242) -> None:
+    """Ingest of world-crawl shards (simple shapes: many copy candidates per image) through ``ingest_shard`` and
+    the duplicate index, ``parallel`` at a time (processes, like concurrent runs): per shard, ms per image, the
+    candidate pairs, verification, how long the write lock was held and how many plans it took."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bench.eval import web_texts
+    from caption_assets.shards import discover_shards
+    from caption_assets.world.crawl import CrawlSpec, shard_plan, write_crawl
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        write_crawl(Path(tmp), CrawlSpec(shard_plan(n_shards, per_shard), seed=seed, web_texts=web_texts()))
+        crawl, index = Path(tmp) / "crawl", str(Path(tmp) / "index.sqlite")
+        print(f"world crawl: {n_shards} shards x {per_shard} pairs written in {time.perf_counter() - t0:.0f}s", flush=True)
+        t0 = time.perf_counter()
+        with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:  # polars' threads do not survive a fork
+            for line in pool.map(_world_shard, [(crawl, s, index) for s in discover_shards(crawl)]):
+                print(line, flush=True)
+        print(f"all shards ingested in {time.perf_counter() - t0:.0f}s, {parallel} at a time", flush=True)
+
+
+def _world_shard(job: tuple[Path, str, str]) -> str:
+    from caption_assets.duplicate_index import ImageIndex
+    from caption_assets.ingest import ingest_shard
+
+    crawl, shard, index = job
+    updates = []
+    t0 = time.perf_counter()
+    result = ingest_shard(crawl / shard, shard, duplicates=lambda rows: (updates.append(ImageIndex(index).update(shard, rows)), updates[-1].verdicts)[1])
+    total, u, n = time.perf_counter() - t0, updates[-1], max(result.pairs.height, 1)
+    return (f"{shard}: {total / n * 1e3:5.1f} ms/image ({total:5.1f}s), lookup {u.lookup_s:5.1f}s, {u.candidates / n:5.1f} candidate pairs/image, "
+            f"verified {u.verified} in {u.verify_s:5.1f}s ({u.verify_s / max(u.verified, 1) * 1e3:.2f} ms/pair), lock held {u.lock_s * 1e3:.0f} ms, "
+            f"{u.attempts} plan(s); {(u.verdicts['duplicate_kind'] == 'copy').sum()} copies, {(u.verdicts['duplicate_kind'] == 'exact').sum()} exact")
+
+
 @contextmanager
 def instance_on(storage: str, home: Path):
     """A fresh instance on SQLite (a folder, as `dagster dev` uses) or on a throwaway local PostgreSQL server."""
@@ -299,7 +337,12 @@ def main() -> None:
                     "local PostgreSQL server, as `caption-assets cluster up` starts one)")
     ap.add_argument("--skip-index", action="store_true", help="time the instance, sensor, plan and warehouse only (not the duplicate index)")
     ap.add_argument("--growth", default="", help="only grow one duplicate index through these shard counts (e.g. 200,2000,6000,10000) and time a lookup at each")
+    ap.add_argument("--world", default="", help="only ingest a world crawl of SHARDSxPAIRS (e.g. 3x1000) through the duplicate index and time each shard")
+    ap.add_argument("--parallel", type=int, default=1, help="with --world: shards ingested at a time (processes)")
     args = ap.parse_args()
+    if args.world:
+        n_shards, per_shard = (int(n) for n in args.world.split("x"))
+        return world_ingest(n_shards, per_shard, args.parallel)
     if args.copies:
         return copies_growth([int(n) for n in args.copies.split(",")], args.rows)
     if args.growth:

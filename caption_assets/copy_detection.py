@@ -184,11 +184,16 @@ def _allowed(h: int, w: int) -> np.ndarray:
     return out
 
 
-def _resample(img: np.ndarray, scale: float, shape: tuple[int, int], dx: float = 0.0, dy: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """``img`` (B) drawn in A's frame of ``shape`` under x_A = scale * x_B + d: (pixels, inside-B mask)."""
+def _inside(shape_b: tuple[int, int], scale: float, shape: tuple[int, int], dx: float = 0.0, dy: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """B's coordinates (by, bx) at each pixel of A's frame of ``shape`` under x_A = scale * x_B + d, and the inside-B mask."""
     yy, xx = _grid(*shape)
     by, bx = (yy - dy) / scale, (xx - dx) / scale
-    inside = (by >= 0) & (by <= img.shape[0] - 1) & (bx >= 0) & (bx <= img.shape[1] - 1)
+    return by, bx, (by >= 0) & (by <= shape_b[0] - 1) & (bx >= 0) & (bx <= shape_b[1] - 1)
+
+
+def _resample(img: np.ndarray, scale: float, shape: tuple[int, int], dx: float = 0.0, dy: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """``img`` (B) drawn in A's frame of ``shape`` under x_A = scale * x_B + d: (pixels, inside-B mask)."""
+    by, bx, inside = _inside(img.shape, scale, shape, dx, dy)
     return map_coordinates(img, [by, bx], order=1, mode="nearest", prefilter=False), inside
 
 
@@ -221,12 +226,42 @@ def _best_shift(fa: np.ndarray, ga: np.ndarray, gb: np.ndarray, s: float) -> tup
     return peak, c_dy + dy, c_dx + dx
 
 
+def _spectrum(grey: np.ndarray) -> np.ndarray:
+    """A's side of the phase correlation: the spectrum of its mean-free, Hann-windowed grey thumbnail."""
+    return fft2((grey - grey.mean()) * _hann(*grey.shape))
+
+
+def _grid_spectra(gb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """B's side at every grid scale: mean-free ``gb`` scaled about its centre onto A's frame of ``shape``, windowed,
+    transformed; (len(SCALES), h, w). It depends on A only through the shape, so it is computed once per B."""
+    h, w = shape
+    out = []
+    for s in SCALES:
+        s = float(s)
+        c_dy, c_dx = (h - 1) / 2 - s * (gb.shape[0] - 1) / 2, (w - 1) / 2 - s * (gb.shape[1] - 1) / 2
+        bs, _ = _resample(gb, s, (h, w), c_dx, c_dy)
+        out.append(fft2(bs * _hann(h, w)))
+    return np.stack(out)
+
+
+def _grid_peaks(fa: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Phase-correlation peak (within MAX_SHIFT) at every grid scale, in one batch: the same values ``_best_shift`` gives."""
+    cross = fa[None] * np.conj(grid)
+    corr = np.real(ifft2(cross / (np.abs(cross) + 1e-6), axes=(-2, -1)))
+    h, w = fa.shape
+    return np.where(_allowed(h, w)[None], corr, -np.inf).reshape(len(grid), -1).max(axis=1).astype(np.float64)  # as floats, like _best_shift's
+
+
 def align(a: Thumb, b: Thumb) -> tuple[float, float, float]:
     """Best (scale, dy, dx) in A's grey-thumbnail pixels: a scale grid refined by a parabola through the
     best grid point and its neighbours, the shift by phase correlation at each scale."""
+    gb = b.grey - b.grey.mean()
+    return _align(a, b, _spectrum(a.grey), _grid_spectra(gb, a.grey.shape))
+
+
+def _align(a: Thumb, b: Thumb, fa: np.ndarray, grid: np.ndarray) -> tuple[float, float, float]:
     ga, gb = a.grey - a.grey.mean(), b.grey - b.grey.mean()
-    fa = fft2(ga * _hann(*ga.shape))
-    peaks = np.array([_best_shift(fa, ga, gb, float(s))[0] for s in SCALES])
+    peaks = _grid_peaks(fa, grid)
     i = int(np.clip(np.argmax(peaks), 1, len(SCALES) - 2))
     p_m, p_0, p_p = peaks[i - 1], peaks[i], peaks[i + 1]
     d = p_m - 2 * p_0 + p_p
@@ -237,25 +272,37 @@ def align(a: Thumb, b: Thumb) -> tuple[float, float, float]:
     return scale, dy, dx
 
 
+def _aspect_differs(a: Thumb, b: Thumb) -> bool:
+    ra, rb = a.grey.shape[1] / a.grey.shape[0], b.grey.shape[1] / b.grey.shape[0]
+    return bool(abs(np.log(ra / rb)) > 0.25)
+
+
 def verify(a: Thumb | None, b: Thumb | None) -> Alignment | None:
     """Is B a copy of A (or A of B)? The alignment with its evidence, or None when it cannot be judged."""
     if a is None or b is None or a.flat or b.flat:
         return None
-    ra, rb = a.grey.shape[1] / a.grey.shape[0], b.grey.shape[1] / b.grey.shape[0]
-    if abs(np.log(ra / rb)) > 0.25:
+    if _aspect_differs(a, b):
         return Alignment(1.0, 0.0, 0.0, 0.0, np.inf, False)
-    scale, dy, dx = align(a, b)
+    return _verify(a, b, _spectrum(a.grey), _grid_spectra(b.grey - b.grey.mean(), a.grey.shape))
+
+
+def _verify(a: Thumb, b: Thumb, fa: np.ndarray, grid: np.ndarray, a_side: _ASide | None = None) -> Alignment:
+    """``verify`` past its cheap checks, with A's spectrum and B's grid spectra given. With ``a_side`` (A's cached
+    gradients) a pair whose grey cells already disagree skips the colour test: its score is then only the grey
+    one, still >= 1, so the verdict is the same."""
+    scale, dy, dx = _align(a, b, fa, grid)
     h, w = a.grey.shape
     bw, inside = _resample(b.grey, scale, (h, w), dx, dy)
     smaller = min(h * w, b.grey.size * scale * scale)
     overlap = float(inside.sum()) / smaller
     score = np.inf
     if overlap >= MIN_OVERLAP:
-        score = _agreement(a, b, bw, inside, scale, dx, dy)
+        score = _agreement(a, b, bw, inside, scale, dx, dy, a_side)
     return Alignment(scale, dx / w, dy / h, min(overlap, 1.0), float(score), bool(overlap >= MIN_OVERLAP and score < 1.0))
 
 
-def _agreement(a: Thumb, b: Thumb, bw: np.ndarray, inside: np.ndarray, scale: float, dx: float, dy: float) -> float:
+def _agreement(a: Thumb, b: Thumb, bw: np.ndarray, inside: np.ndarray, scale: float, dx: float, dy: float,
+               a_side: _ASide | None = None) -> float:
     """Worst cell's residual over what it may differ by (grey and colour); < 1 when every cell agrees."""
     h, w = a.grey.shape
     m = int(round(BORDER * max(h, w)))
@@ -263,7 +310,7 @@ def _agreement(a: Thumb, b: Thumb, bw: np.ndarray, inside: np.ndarray, scale: fl
     # leave out a band along the edges of both frames: cut or wrapped borders of a crop or shift
     core[:m, :] = core[-m:, :] = False
     core[:, :m] = core[:, -m:] = False
-    _, inside_core = _resample(np.zeros((max(1, b.grey.shape[0] - 2 * m), max(1, b.grey.shape[1] - 2 * m)), np.float32), scale, (h, w), dx + scale * m, dy + scale * m)
+    _, _, inside_core = _inside((max(1, b.grey.shape[0] - 2 * m), max(1, b.grey.shape[1] - 2 * m)), scale, (h, w), dx + scale * m, dy + scale * m)
     core &= inside_core
     if core.sum() < 0.3 * core.size:
         return np.inf
@@ -277,10 +324,12 @@ def _agreement(a: Thumb, b: Thumb, bw: np.ndarray, inside: np.ndarray, scale: fl
     if not ok.any():
         return np.inf
     e = cells(resid * core) / np.maximum(n, 1)
-    gy, gx = np.gradient(a.grey)
-    contrast = cells((np.abs(gx) + np.abs(gy)) * core) / np.maximum(n, 1)  # what a sub-pixel misalignment costs
+    grad = _grad(a.grey) if a_side is None else a_side.grad
+    contrast = cells(grad * core) / np.maximum(n, 1)  # what a sub-pixel misalignment costs
     allowed = CELL_ABS + CELL_REL * contrast
     grey_score = float((e[ok] / allowed[ok]).max())
+    if a_side is not None and grey_score >= 1.0:
+        return grey_score  # rejected whatever the colour says
     # colour: B's chroma in A's chroma frame under the same alignment (thumbnail scale ratio folded in)
     ca, cb = a.chroma, b.chroma
     fa = ca.shape[2] / w
@@ -294,9 +343,190 @@ def _agreement(a: Thumb, b: Thumb, bw: np.ndarray, inside: np.ndarray, scale: fl
         ins[:, :mc] = ins[:, -mc:] = False
         if ins.sum() < 4:
             continue
-        gy, gx = np.gradient(ca[c])
-        allowed = CHROMA_ABS + CELL_REL * (np.abs(gx) + np.abs(gy))
+        allowed = CHROMA_ABS + CELL_REL * _grad(ca[c])
         norm = np.maximum(uniform_filter(ins.astype(np.float32), 3), 1e-6)
         diff = uniform_filter(np.abs(ca[c] - bwc) * ins, 3) / norm
         worst = max(worst, float((diff / uniform_filter(allowed, 3))[ins].max()))
     return max(grey_score, worst)
+
+
+def _grad(x: np.ndarray) -> np.ndarray:
+    gy, gx = np.gradient(x)
+    return np.abs(gx) + np.abs(gy)
+
+
+# ------------------------------------------------------------------------------------------ many pairs
+#
+# The index verifies every candidate pair, and in a crawl of simple scenes (the world's shapes on plain
+# backgrounds) an image has a candidate in ~1.5% of the indexed images: tens to hundreds of pairs per image,
+# nearly all of them distinct scenes. ``PairVerifier`` gives the same verdicts as ``verify`` for far less:
+# per-image work is done once (decoding, gradients, B's spectra at the grid scales), and a pair is first
+# tested against a *bound*: whatever alignment the search could return (scale within the grid's range,
+# shift within MAX_SHIFT of centred), some region of A always lies inside B, away from both borders, and
+# each pixel there can only be compared with B's pixels in a known box. When A's value at such a pixel is
+# further from every value in its box than the agreement test allows (grey cells of 8 x 8, or a colour
+# pixel's 3 x 3 neighbourhood), no alignment can be accepted and the pair is rejected without aligning.
+# The bound only ever rejects pairs ``verify`` rejects (a margin covers rounding); accepted pairs get
+# exactly ``verify``'s alignment.
+
+BOUND_MARGIN = 1e-3  # relative and absolute slack of the bound's test against the agreement thresholds
+
+
+@dataclass(frozen=True, slots=True)
+class _ASide:
+    grad: np.ndarray  # grey |gx| + |gy|
+    chroma_allowed: np.ndarray  # (2, h', w') the colour test's 3 x 3 allowed difference
+
+
+def _a_side(t: Thumb) -> _ASide:
+    return _ASide(_grad(t.grey), np.stack([uniform_filter(CHROMA_ABS + CELL_REL * _grad(t.chroma[c]), 3) for c in range(2)]))
+
+
+@lru_cache(maxsize=256)
+def _reach(n: int, ratio_a: float, n_a: int, n_b: int, ratio_b: float, n_raster_b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Along one axis of an A raster of ``n`` pixels (``ratio_a`` raster pixels per grey pixel of A, whose
+    grey side is ``n_a``): the first and last B raster pixel (``ratio_b``, grey side ``n_b``, raster side
+    ``n_raster_b``) any alignment of the search may interpolate from, and where that span lies in B at all
+    (lowest and highest coordinate, unclipped): (first, last, lowest, highest)."""
+    delta = int(MAX_SHIFT * n_a) + 1 + 0.5  # phase-correlation shift: an allowed index and a sub-pixel step of <= 0.5
+    u = np.arange(n, dtype=np.float64) / ratio_a - (n_a - 1) / 2
+    ends = np.stack([(u + sign * delta) / s for sign in (-1, 1) for s in (float(SCALES[0]), float(SCALES[-1]))])
+    lo = ratio_b * (ends.min(axis=0) + (n_b - 1) / 2) - 0.01
+    hi = ratio_b * (ends.max(axis=0) + (n_b - 1) / 2) + 0.01
+    first = np.clip(np.floor(lo), 0, n_raster_b - 1).astype(np.int64)
+    last = np.clip(np.floor(hi) + 1, 0, n_raster_b - 1).astype(np.int64)
+    return first, last, lo, hi
+
+
+def _span(x: np.ndarray, first: np.ndarray, last: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max of ``x`` over rows first[i]..last[i] (inclusive) for every i, by a sparse table: (len(first), ...)."""
+    n = len(x)
+    lo = np.full((max(1, n.bit_length()), *x.shape), np.inf, x.dtype)
+    hi = np.full(lo.shape, -np.inf, x.dtype)
+    lo[0], hi[0] = x, x
+    for j in range(1, len(lo)):  # level j: over rows i .. i + 2**j - 1
+        k = 1 << (j - 1)
+        lo[j, : n - 2 * k + 1] = np.minimum(lo[j - 1, : n - 2 * k + 1], lo[j - 1, k: n - k + 1])
+        hi[j, : n - 2 * k + 1] = np.maximum(hi[j - 1, : n - 2 * k + 1], hi[j - 1, k: n - k + 1])
+    level = np.floor(np.log2(last - first + 1)).astype(np.int64)
+    end = last - (1 << level) + 1
+    return np.minimum(lo[level, first], lo[level, end]), np.maximum(hi[level, first], hi[level, end])
+
+
+def _box_range(img: np.ndarray, ry: tuple, rx: tuple, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Min and max of ``img`` over each A pixel's box (-inf / +inf, no bound, outside ``rows`` x ``cols``)."""
+    lo = np.full((len(rows), len(cols)), -np.inf, np.float32)
+    hi = np.full((len(rows), len(cols)), np.inf, np.float32)
+    r, c = np.flatnonzero(rows), np.flatnonzero(cols)
+    if len(r) and len(c):
+        lo_r, hi_r = _span(img, ry[0][r], ry[1][r])  # (len(r), B's width)
+        lo_rc, _ = _span(lo_r.T, rx[0][c], rx[1][c])  # (len(c), len(r))
+        _, hi_rc = _span(hi_r.T, rx[0][c], rx[1][c])
+        lo[np.ix_(r, c)], hi[np.ix_(r, c)] = lo_rc.T, hi_rc.T
+    return lo, hi
+
+
+@dataclass(frozen=True, slots=True)
+class _BSide:
+    grey_lo: np.ndarray  # B's grey range over each A grey pixel's box
+    grey_hi: np.ndarray
+    grey_cells: np.ndarray  # (ch, cw) bool: cells always inside B and away from both borders
+    chroma_lo: np.ndarray  # (2, h', w')
+    chroma_hi: np.ndarray
+    chroma_full: np.ndarray  # (h', w') bool: pixels whose 3 x 3 neighbourhood is always compared
+
+
+def _b_side(a: Thumb, b: Thumb) -> _BSide:
+    """B's value ranges over the boxes of A's pixels (depends on A only through its thumbnails' shapes)."""
+    (h, w), (hb, wb) = a.grey.shape, b.grey.shape
+    # grey: pixels of A always in the agreement's core (inside B less its border band, and off A's own border)
+    m = int(round(BORDER * max(h, w)))
+    ry, rx = _reach(h, 1.0, h, hb, 1.0, hb), _reach(w, 1.0, w, wb, 1.0, wb)
+    rows = (ry[2] >= m) & (ry[3] <= hb - 1 - m) & (np.arange(h) >= m) & (np.arange(h) < h - m)
+    cols = (rx[2] >= m) & (rx[3] <= wb - 1 - m) & (np.arange(w) >= m) & (np.arange(w) < w - m)
+    ch, cw = h // CELL, w // CELL
+    cells = rows[: ch * CELL].reshape(ch, CELL).all(axis=1)[:, None] & cols[: cw * CELL].reshape(cw, CELL).all(axis=1)[None, :]
+    grey_lo, grey_hi = _box_range(b.grey, ry, rx, rows, cols)
+    # colour: chroma pixels always inside B and off the border band, with their whole 3 x 3 neighbourhood
+    (hc, wc), (hcb, wcb) = a.chroma.shape[1:], b.chroma.shape[1:]
+    fa, fb = wc / w, wcb / wb
+    mc = int(np.ceil(BORDER * max(hc, wc))) + 1
+    cy, cx = _reach(hc, fa, h, hb, fb, hcb), _reach(wc, fa, w, wb, fb, wcb)
+    crows = (cy[2] >= 0) & (cy[3] <= hcb - 1) & (np.arange(hc) >= mc) & (np.arange(hc) < hc - mc)
+    ccols = (cx[2] >= 0) & (cx[3] <= wcb - 1) & (np.arange(wc) >= mc) & (np.arange(wc) < wc - mc)
+    def full(v: np.ndarray) -> np.ndarray:
+        return v & np.r_[False, v[:-1]] & np.r_[v[1:], False]
+    chroma_full = full(crows)[:, None] & full(ccols)[None, :]
+    lo, hi = zip(*(_box_range(b.chroma[c], cy, cx, crows, ccols) for c in range(2)))
+    return _BSide(grey_lo, grey_hi, cells, np.stack(lo), np.stack(hi), chroma_full)
+
+
+def _bound_rejects(a: Thumb, a_side: _ASide, bs: _BSide) -> bool:
+    """True when no alignment in the search can pass the agreement test (so ``verify`` rejects the pair)."""
+    if bs.chroma_full.any():
+        gap = np.maximum(np.maximum(bs.chroma_lo - a.chroma, a.chroma - bs.chroma_hi), 0)  # (2, h', w')
+        hc, wc = gap.shape[1:]  # chroma_full is off the edges: 3 x 3 means of the interior only
+        mean = sum(gap[:, i:hc - 2 + i, j:wc - 2 + j] for i in range(3) for j in range(3)) / 9
+        if (mean >= a_side.chroma_allowed[:, 1:-1, 1:-1] * (1 + BOUND_MARGIN) + BOUND_MARGIN)[:, bs.chroma_full[1:-1, 1:-1]].any():
+            return True
+    if bs.grey_cells.any():
+        h, w = a.grey.shape
+        ch, cw = h // CELL, w // CELL
+        gap = np.maximum(np.maximum(bs.grey_lo - a.grey, a.grey - bs.grey_hi), 0)
+        e = gap[: ch * CELL, : cw * CELL].reshape(ch, CELL, cw, CELL).mean(axis=(1, 3))
+        contrast = a_side.grad[: ch * CELL, : cw * CELL].reshape(ch, CELL, cw, CELL).mean(axis=(1, 3))
+        allowed = CELL_ABS + CELL_REL * contrast
+        if (e >= allowed * (1 + BOUND_MARGIN) + BOUND_MARGIN)[bs.grey_cells].any():
+            return True
+    return False
+
+
+class _LRU(dict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def get_or(self, key, make):
+        if key in self:
+            value = self.pop(key)
+        else:
+            value = make()
+            if len(self) >= self.size:
+                del self[next(iter(self))]
+        self[key] = value
+        return value
+
+
+class PairVerifier:
+    """``verify`` over stored thumbnails (bytes), for many pairs: the same verdict for every pair, and for an
+    accepted pair the same alignment, with per-image work cached and most distinct scenes rejected by the
+    bound above. A rejected pair's fields are not ``verify``'s (only ``accepted`` is meant to be read)."""
+
+    REJECTED = Alignment(1.0, 0.0, 0.0, 0.0, np.inf, False)
+
+    def __init__(self, cache: int = 2048):
+        self._thumbs: _LRU = _LRU(cache)  # blob -> (Thumb | None, _ASide | None: None when flat)
+        self._b: _LRU = _LRU(4)  # (blob, A's shapes) -> [_BSide, grid spectra or None]
+        self.pairs = self.bounded = self.aligned = 0
+
+    def thumb(self, blob: bytes | None) -> tuple[Thumb | None, _ASide | None]:
+        def make() -> tuple[Thumb | None, _ASide | None]:
+            t = read_thumb(blob)
+            return (t, None) if t is None or t.flat else (t, _a_side(t))
+        return self._thumbs.get_or(blob, make) if blob else (None, None)
+
+    def __call__(self, a_blob: bytes | None, b_blob: bytes | None) -> Alignment | None:
+        self.pairs += 1
+        (a, a_side), (b, b_side) = self.thumb(a_blob), self.thumb(b_blob)
+        if a_side is None or b_side is None:  # missing, unreadable or flat
+            return None
+        if _aspect_differs(a, b):
+            return self.REJECTED
+        entry = self._b.get_or((b_blob, a.grey.shape, a.chroma.shape), lambda: [_b_side(a, b), None])
+        if _bound_rejects(a, a_side, entry[0]):
+            self.bounded += 1
+            return self.REJECTED
+        if entry[1] is None:
+            entry[1] = _grid_spectra(b.grey - b.grey.mean(), a.grey.shape)
+        self.aligned += 1
+        return _verify(a, b, _spectrum(a.grey), entry[1], a_side)

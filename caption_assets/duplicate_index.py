@@ -1,7 +1,10 @@
 """A global index of image hashes across shards: exact (sha256) and near (pHash) duplicates.
 
-Each ``raw_pairs`` run adds its shard's hashes and asks, in the same transaction, which of its images
-were seen earlier. "Earlier" is a stable order, ``(shard key, row in shard)``, not arrival time: the
+Each ``raw_pairs`` run adds its shard's hashes and asks which of its images were seen earlier, as of
+the state its write commits onto: the lookup and verification (seconds to minutes for a shard of simple
+scenes, with many candidates) are *planned* under a read snapshot, holding no lock, and the write
+transaction (tens of milliseconds) only checks that no other writer committed since and writes the plan,
+or the plan is made again (see ``ImageIndex.update``). "Earlier" is a stable order, ``(shard key, row in shard)``, not arrival time: the
 first occurrence in that order is the original and every later one is its duplicate, whichever run
 finishes first. When a shard that sorts earlier arrives after a later one, the later shard's verdicts
 change; the index bumps that shard's *epoch* and lists it as stale until it is ingested again (the
@@ -115,17 +118,20 @@ class Update:
     verdicts: pl.DataFrame  # VERDICT_SCHEMA: duplicate_of (uid of the first occurrence), duplicate_kind exact|copy, the alignment
     epoch: int  # the index state this shard's verdicts were computed against
     restaled: list[str]
-    lookup_s: float  # time spent finding earlier and later matches and verifying them (inserting is not counted)
+    lookup_s: float  # time the last plan spent finding earlier and later matches and verifying them (inserting is not counted)
     candidates: int = 0  # earlier candidate pairs (not identical bytes)
-    verified: int = 0  # candidate pairs aligned, earlier and later
-    verify_s: float = 0.0  # time spent aligning
+    verified: int = 0  # candidate pairs verified (aligned or bounded), earlier and later
+    verify_s: float = 0.0  # time spent verifying, over every plan (a plan made again verifies only pairs it had not)
+    lock_s: float = 0.0  # how long the write transaction (BEGIN IMMEDIATE .. COMMIT) was held
+    attempts: int = 1  # plans made: another writer committing during a plan means planning again
 
 
 class ImageIndex:
     """One SQLite file, safe for several processes (WAL, writers serialised by ``BEGIN IMMEDIATE``)."""
 
-    def __init__(self, path: Path | str, max_distance: int = 4, timeout_s: float = 300.0, verify: Verifier = verify_thumbs):
+    def __init__(self, path: Path | str, max_distance: int = 4, timeout_s: float = 300.0, verify: Verifier = verify_thumbs, max_attempts: int = 6):
         self.path = Path(path)
+        self.max_attempts = max(1, max_attempts)  # plans under a snapshot before the last one is made inside the write transaction
         self.max_distance = max_distance
         self.n_bands = max_distance // 2 + 1
         self.probe_radius = max_distance // self.n_bands
@@ -179,43 +185,102 @@ class ImageIndex:
             raise
 
     def update(self, shard: str, rows: pl.DataFrame) -> Update:
-        """Replace ``shard``'s rows (``uid``, ``sha256``, ``phash`` and optionally ``thumb``, in shard order) and return their verdicts."""
+        """Replace ``shard``'s rows (``uid``, ``sha256``, ``phash`` and optionally ``thumb``, in shard order) and return their verdicts.
+
+        The slow part (candidate lookup and verification) is *planned* under a read snapshot, with no lock held;
+        then a short write transaction checks that nobody committed since the snapshot (SQLite's
+        ``data_version``) and writes the plan. If somebody did, the plan is made again on the new state
+        (pairs already verified are remembered, so only new candidates cost anything); after
+        ``max_attempts`` plans the last one is made inside the write transaction. Either way the verdicts
+        are those of a plan made on exactly the state the write commits onto, as if the runs had taken
+        turns."""
         if "thumb" not in rows.columns:
             rows = rows.with_columns(thumb=pl.lit(None, dtype=pl.Binary))
         rows = rows.select("uid", "sha256", "phash", "thumb").with_row_index("ord").with_columns(pl.col("ord").cast(pl.Int64))
         content = _fingerprint(rows)
+        verify = _Memo(cd.PairVerifier() if self.verify is verify_thumbs else self.verify)
+        own = self._own_rows(rows)
         with self.connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                prior = con.execute("SELECT epoch, content FROM shards WHERE shard = ?", (shard,)).fetchone()
-                epoch = prior[0] if prior else 0
-                unchanged = prior is not None and prior[1] == content
-                # later shards that matched this shard's previous content lose their first occurrence too
-                before = set() if unchanged or prior is None else self._later_shards(con, shard, self._stored_rows(con, shard))
-                self._delete(con, shard)
-                start = con.execute("SELECT coalesce(max(id), 0) + 1 FROM images").fetchone()[0]
-                ids = list(range(start, start + rows.height))
-                con.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                zip(ids, [shard] * rows.height, rows["ord"], rows["uid"], rows["sha256"], rows["phash"], rows["thumb"]))
-                con.executemany("INSERT INTO bands VALUES (?, ?, ?, ?)", self._band_rows(ids, rows))
-                self._load_query(con, rows)
-                t0 = time.perf_counter()
-                matches = self._matches(con)
-                verdicts, stats = self._verdicts(con, matches, shard, rows)
-                # shards after this one holding a copy of one of its images: their first occurrence may have changed
-                restaled = [] if unchanged else sorted(before | self._later(con, matches, shard, rows, stats))
-                lookup_s = time.perf_counter() - t0
-                if restaled:
-                    con.executemany("UPDATE shards SET epoch = epoch + 1 WHERE shard = ?", [(s,) for s in restaled])
-                con.execute(
-                    "INSERT INTO shards VALUES (?, ?, ?, ?) ON CONFLICT (shard) DO UPDATE SET used_epoch = excluded.used_epoch, content = excluded.content",
-                    (shard, epoch, epoch, content),
-                )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        return Update(verdicts, epoch, restaled, lookup_s, stats["candidates"], stats["verified"], stats["verify_s"])
+            self._load_own(con, rows, own)
+            self._load_query(con, rows)
+            for attempt in range(1, self.max_attempts + 1):
+                last = attempt == self.max_attempts
+                if not last:
+                    con.execute("BEGIN")  # deferred: a read snapshot from the first read on
+                    try:
+                        version = _data_version(con)
+                        plan = self._plan(con, shard, rows, content, verify)
+                    finally:
+                        con.execute("COMMIT")  # ends the read (only temp tables were written)
+                con.execute("BEGIN IMMEDIATE")  # waits (up to timeout_s) while another writer holds the lock
+                t_lock = time.perf_counter()
+                try:
+                    if not last and _data_version(con) != version:
+                        con.execute("ROLLBACK")  # another writer committed since the snapshot: plan again
+                        continue
+                    if last:
+                        plan = self._plan(con, shard, rows, content, verify)
+                    self._write(con, shard, rows, own, plan)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+                lock_s = time.perf_counter() - t_lock
+                break
+        stats = plan.stats
+        return Update(plan.verdicts, plan.epoch, plan.restaled, plan.lookup_s, stats["candidates"], stats["verified"], verify.seconds,
+                      lock_s, attempt)
+
+    def _plan(self, con: sqlite3.Connection, shard: str, rows: pl.DataFrame, content: str, verify: Verifier) -> _Plan:
+        """Everything ``update`` writes, read from the current state of the index (nothing is written to it)."""
+        prior = con.execute("SELECT epoch, content FROM shards WHERE shard = ?", (shard,)).fetchone()
+        epoch = prior[0] if prior else 0
+        unchanged = prior is not None and prior[1] == content
+        old = con.execute("SELECT id, phash, thumb FROM images WHERE shard = ?", (shard,)).fetchall()
+        # later shards that matched this shard's previous content lose their first occurrence too
+        before = set() if unchanged or prior is None else self._later_shards(con, shard, self._stored_rows(con, shard), verify)
+        t0 = time.perf_counter()
+        matches = self._matches(con, shard)
+        verdicts, stats = self._verdicts(con, matches, shard, rows, verify)
+        # shards after this one holding a copy of one of its images: their first occurrence may have changed
+        restaled = [] if unchanged else sorted(before | self._later(con, matches, shard, rows, stats, verify))
+        lookup_s = time.perf_counter() - t0
+        old_bands = []
+        if old:
+            ids, phash, thumb = zip(*old)
+            frame = pl.DataFrame({"phash": list(phash), "thumb": list(thumb)}, schema={"phash": pl.Int64, "thumb": pl.Binary})
+            old_bands = [r[:3] for r in self._band_rows(ids, frame)]
+        return _Plan(verdicts, epoch, restaled, lookup_s, stats, old_bands, content)
+
+    def _write(self, con: sqlite3.Connection, shard: str, rows: pl.DataFrame, own: list[tuple[int, int, int, int]], plan: _Plan) -> None:
+        """Inside the write transaction: replace the shard's rows and band rows, bump restaled shards' epochs."""
+        con.executemany("DELETE FROM bands WHERE band = ? AND value = ? AND image = ?", plan.old_bands)
+        con.execute("DELETE FROM images WHERE shard = ?", (shard,))
+        start = con.execute("SELECT coalesce(max(id), 0) + 1 FROM images").fetchone()[0]
+        con.executemany("INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        zip(range(start, start + rows.height), [shard] * rows.height, rows["ord"], rows["uid"], rows["sha256"], rows["phash"], rows["thumb"]))
+        con.executemany("INSERT INTO bands VALUES (?, ?, ?, ?)", [(b, v, start - image - 1, h) for b, v, image, h in own])  # own ids: -(ord + 1)
+        if plan.restaled:
+            con.executemany("UPDATE shards SET epoch = epoch + 1 WHERE shard = ?", [(s,) for s in plan.restaled])
+        con.execute(
+            "INSERT INTO shards VALUES (?, ?, ?, ?) ON CONFLICT (shard) DO UPDATE SET used_epoch = excluded.used_epoch, content = excluded.content",
+            (shard, plan.epoch, plan.epoch, plan.content),
+        )
+
+    def _own_rows(self, rows: pl.DataFrame) -> list[tuple[int, int, int, int]]:
+        """The shard's own band rows, its images numbered -(ord + 1) until they get their ids."""
+        return self._band_rows([-(o + 1) for o in rows["ord"].to_list()], rows)
+
+    def _load_own(self, con: sqlite3.Connection, rows: pl.DataFrame, own: list[tuple[int, int, int, int]]) -> None:
+        """The shard's own images as temp tables beside ``images`` and ``bands``: a row's earlier rows in the same
+        shard are found by the same joins, before the shard is written."""
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS own_images (id INTEGER PRIMARY KEY, ord INTEGER, uid TEXT, sha256 TEXT)")
+        con.execute("CREATE INDEX IF NOT EXISTS temp.own_by_sha256 ON own_images (sha256)")
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS own_bands (band INTEGER, value INTEGER, image INTEGER, phash INTEGER, PRIMARY KEY (band, value, image)) WITHOUT ROWID")
+        con.execute("DELETE FROM own_images")
+        con.execute("DELETE FROM own_bands")
+        con.executemany("INSERT INTO own_images VALUES (?, ?, ?, ?)", [(-(o + 1), o, u, h) for o, u, h in rows.select("ord", "uid", "sha256").iter_rows()])
+        con.executemany("INSERT INTO own_bands VALUES (?, ?, ?, ?)", own)
 
     def _band_rows(self, ids, rows: pl.DataFrame) -> list[tuple[int, int, int, int]]:
         out = []
@@ -229,67 +294,68 @@ class ImageIndex:
         data = con.execute("SELECT ord, uid, sha256, phash, thumb FROM images WHERE shard = ? ORDER BY ord", (shard,)).fetchall()
         return pl.DataFrame(data, schema={"ord": pl.Int64, "uid": pl.String, "sha256": pl.String, "phash": pl.Int64, "thumb": pl.Binary}, orient="row")
 
-    def _later_shards(self, con: sqlite3.Connection, shard: str, rows: pl.DataFrame) -> set[str]:
+    def _later_shards(self, con: sqlite3.Connection, shard: str, rows: pl.DataFrame, verify: Verifier) -> set[str]:
         """Shards after ``shard`` holding an image identical to or a verified copy of one of ``rows``."""
-        self._load_query(con, rows)
-        return self._later(con, self._matches(con), shard, rows, {"candidates": 0, "verified": 0, "verify_s": 0.0})
+        self._load_query(con, rows, "p")
+        return self._later(con, self._matches(con, shard, "p", own=False), shard, rows, {"candidates": 0, "verified": 0, "verify_s": 0.0}, verify)
 
-    def _delete(self, con: sqlite3.Connection, shard: str) -> None:
-        """Remove a shard's rows; its band rows are found by key from the stored hashes (no extra index)."""
-        old = con.execute("SELECT id, phash, thumb FROM images WHERE shard = ?", (shard,)).fetchall()
-        if old:
-            ids, phash, thumb = zip(*old)
-            frame = pl.DataFrame({"phash": list(phash), "thumb": list(thumb)}, schema={"phash": pl.Int64, "thumb": pl.Binary})
-            con.executemany("DELETE FROM bands WHERE band = ? AND value = ? AND image = ?", [r[:3] for r in self._band_rows(ids, frame)])
-            con.execute("DELETE FROM images WHERE shard = ?", (shard,))
+    def _load_query(self, con: sqlite3.Connection, rows: pl.DataFrame, name: str = "q") -> None:
+        """The shard's sha256s (temp table ``name``) and the hashes it probes with (``name``_h: each with its
+        radius), so each lookup is one join that probes the B-tree keys. The probes themselves, a band's value
+        and its one-bit neighbours, are made in the join from ``probe_masks`` (a few dozen rows), not stored."""
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name} (ord INTEGER, sha256 TEXT, phash INTEGER)")
+        con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {name}_h (ord INTEGER, family INTEGER, sha256 TEXT, phash INTEGER, dist INTEGER)")
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS probe_masks (band INTEGER, shift INTEGER, width_mask INTEGER, flip INTEGER)")
+        con.execute(f"DELETE FROM {name}")
+        con.execute(f"DELETE FROM {name}_h")
+        con.execute("DELETE FROM probe_masks")
+        masks, shift = [], 0
+        for b, width in enumerate(band_widths(self.n_bands)):
+            masks += [(b, shift, (1 << width) - 1, flip) for flip in [0] + ([1 << k for k in range(width)] if self.probe_radius >= 1 else [])]
+            shift += width
+        con.executemany("INSERT INTO probe_masks VALUES (?, ?, ?, ?)", masks)
+        con.executemany(f"INSERT INTO {name} VALUES (?, ?, ?)", rows.select("ord", "sha256", "phash").rows())
+        centre = max(self.max_distance, cd.CENTRE_DISTANCE)  # centre windows accept more drift (only a candidate: verification decides)
+        con.executemany(f"INSERT INTO {name}_h VALUES (?, ?, ?, ?, ?)", [
+            (o, family, sha, h, self.max_distance if family == 0 else centre)
+            for o, sha, ph, thumb in rows.select("ord", "sha256", "phash", "thumb").iter_rows() for family, h in hash_rows(ph, thumb, query=True)])
 
-    def _load_query(self, con: sqlite3.Connection, rows: pl.DataFrame) -> None:
-        """The shard's hashes and band probes as temp tables, so each lookup is one join that probes the B-tree keys."""
-        con.execute("CREATE TEMP TABLE IF NOT EXISTS q (ord INTEGER, sha256 TEXT, phash INTEGER)")
-        con.execute("CREATE TEMP TABLE IF NOT EXISTS qb (ord INTEGER, band INTEGER, value INTEGER, sha256 TEXT, phash INTEGER, dist INTEGER)")
-        con.execute("DELETE FROM q")
-        con.execute("DELETE FROM qb")
-        con.executemany("INSERT INTO q VALUES (?, ?, ?)", rows.select("ord", "sha256", "phash").rows())
-        ords, families, hashes, shas = [], [], [], []
-        for o, sha, ph, thumb in rows.select("ord", "sha256", "phash", "thumb").iter_rows():
-            for family, h in hash_rows(ph, thumb, query=True):
-                ords.append(o)
-                families.append(family)
-                hashes.append(h)
-                shas.append(sha)
-        if not ords:
-            return
-        hashes_np = np.array(hashes, dtype=np.int64)
-        row, band, value = probes(band_values(hashes_np, self.n_bands), self.probe_radius)
-        fam = np.array(families, dtype=np.int64)[row]
-        # full-frame pHashes keep the index's radius; centre windows accept more drift (only a candidate: verification decides)
-        dist = np.where(fam == 0, self.max_distance, max(self.max_distance, cd.CENTRE_DISTANCE))
-        con.executemany("INSERT INTO qb VALUES (?, ?, ?, ?, ?, ?)", zip(
-            np.array(ords)[row].tolist(), (fam * FAMILY_BANDS + band).tolist(), value.tolist(),
-            np.array(shas, dtype=object)[row].tolist(), hashes_np[row].tolist(), dist.tolist()))
-
-    def _matches(self, con: sqlite3.Connection) -> pl.DataFrame:
+    def _matches(self, con: sqlite3.Connection, shard: str, name: str = "q", own: bool = True) -> pl.DataFrame:
         """Every other indexed image identical to a query row, or a candidate copy of it (a hash of one of
-        its families within the radius), in one pass over the probes."""
-        exact = _frame(con.execute(
-            "SELECT q.ord, i.shard, i.ord, i.uid, i.id FROM q CROSS JOIN images i ON i.sha256 = q.sha256"
-        ), ["ord", "shard", "o", "uid", "id"]).with_columns(kind=pl.lit("exact"))
-        # the band rows carry the full hash, so only true candidates (not every band collision) reach `images`
-        near = _frame(con.execute(
-            "SELECT DISTINCT q.ord, i.shard, i.ord, i.uid, i.id FROM qb q "
-            "CROSS JOIN bands b ON b.band = q.band AND b.value = q.value AND hamming(q.phash, b.phash) <= q.dist "
-            "CROSS JOIN images i ON i.id = b.image WHERE i.sha256 != q.sha256"
-        ), ["ord", "shard", "o", "uid", "id"]).unique(["ord", "id"]).with_columns(kind=pl.lit("candidate"))
-        return pl.concat([exact, near])
+        its families within the radius), in one pass over the probes. ``shard``'s stored rows are left out
+        (the write replaces them); with ``own``, its new rows (temp tables ``own_*``) are matched instead."""
+        # a probe: band b of the hash (bits shift .. shift + width, SQLite's >> sign-extends but the mask drops
+        # those bits) XOR one flipped bit (SQLite has no XOR: (v | f) - (v & f)); the band rows carry the full
+        # hash, so only true candidates (not every band collision) reach `images`
+        value = "((h.phash >> m.shift) & m.width_mask)"
+        sources = [("images", "bands", "i.shard", "AND i.shard != :shard")] + ([("own_images", "own_bands", ":shard", "")] if own else [])
+        exact, near = [], []
+        for images, bands, shard_col, where in sources:
+            exact.append(_frame(con.execute(
+                f"SELECT q.ord, {shard_col}, i.ord, i.uid, i.id FROM {name} q CROSS JOIN {images} i ON i.sha256 = q.sha256 WHERE 1 {where}",
+                {"shard": shard}), ["ord", "shard", "o", "uid", "id"]))
+            near.append(_frame(con.execute(
+                f"SELECT DISTINCT h.ord, {shard_col}, i.ord, i.uid, i.id FROM {name}_h h CROSS JOIN probe_masks m "
+                f"CROSS JOIN {bands} b ON b.band = h.family * {FAMILY_BANDS} + m.band AND b.value = ({value} | m.flip) - ({value} & m.flip) "
+                f"AND hamming(h.phash, b.phash) <= h.dist "
+                f"CROSS JOIN {images} i ON i.id = b.image WHERE i.sha256 != h.sha256 {where}",
+                {"shard": shard}), ["ord", "shard", "o", "uid", "id"]))
+        return pl.concat([pl.concat(exact).with_columns(kind=pl.lit("exact")),
+                          pl.concat(near).unique(["ord", "id"]).with_columns(kind=pl.lit("candidate"))])
 
-    def _thumbs(self, con: sqlite3.Connection, ids: list[int]) -> dict[int, tuple[bytes | None, int]]:
+    def _thumbs(self, con: sqlite3.Connection, ids: list[int], rows: pl.DataFrame | None = None) -> dict[int, tuple[bytes | None, int]]:
+        """(thumb, phash) by image id; negative ids are ``rows``' own images, -(ord + 1)."""
         out: dict[int, tuple[bytes | None, int]] = {}
-        for k in range(0, len(ids), 500):
-            chunk = ids[k:k + 500]
+        stored = sorted({i for i in ids if i > 0})
+        for k in range(0, len(stored), 500):
+            chunk = stored[k:k + 500]
             out |= {i: (t, p) for i, t, p in con.execute(f"SELECT id, thumb, phash FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk)}
+        if rows is not None:
+            thumbs, phash = rows["thumb"].to_list(), rows["phash"].to_list()
+            out |= {i: (thumbs[-i - 1], phash[-i - 1]) for i in set(ids) if i < 0}
         return out
 
-    def _verdicts(self, con: sqlite3.Connection, matches: pl.DataFrame, shard: str, rows: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+    def _verdicts(self, con: sqlite3.Connection, matches: pl.DataFrame, shard: str, rows: pl.DataFrame, verify: Verifier) -> tuple[pl.DataFrame, dict]:
         """Each row's first earlier occurrence in (shard, row) order: an identical image if any, else the
         first candidate (in that order) that verification accepts."""
         earlier = (pl.col("shard") < shard) | ((pl.col("shard") == shard) & (pl.col("o") < pl.col("ord")))
@@ -298,7 +364,7 @@ class ImageIndex:
         cands = before.filter((pl.col("kind") == "candidate") & ~pl.col("ord").is_in(exact["ord"].implode()))
         summary = cands.group_by("ord", maintain_order=True).agg(copy_candidates=pl.len(), candidate_of=pl.col("uid").first())
         stats = {"candidates": cands.height, "verified": 0, "verify_s": 0.0}
-        thumbs = self._thumbs(con, cands["id"].to_list())
+        thumbs = self._thumbs(con, cands["id"].to_list(), rows)
         query = dict(zip(rows["ord"].to_list(), zip(rows["thumb"].to_list(), rows["phash"].to_list())))
         found = []
         t0 = time.perf_counter()
@@ -306,7 +372,7 @@ class ImageIndex:
             if found and found[-1][0] == o:
                 continue
             stats["verified"] += 1
-            al = self.verify(thumbs[image][0], query[o][0])
+            al = verify(thumbs[image][0], query[o][0])
             if al is not None and al.accepted:
                 found.append((o, uid, "copy", _hamming(thumbs[image][1], query[o][1]), al.scale, al.dx, al.dy, al.overlap, al.score))
         stats["verify_s"] = time.perf_counter() - t0
@@ -318,11 +384,12 @@ class ImageIndex:
         out = out.with_columns(pl.col("copy_candidates").fill_null(0))
         return out.select(list(VERDICT_SCHEMA)).cast(VERDICT_SCHEMA), stats  # type: ignore[arg-type]
 
-    def _later(self, con: sqlite3.Connection, matches: pl.DataFrame, shard: str, rows: pl.DataFrame, stats: dict) -> set[str]:
+    def _later(self, con: sqlite3.Connection, matches: pl.DataFrame, shard: str, rows: pl.DataFrame, stats: dict, verify: Verifier) -> set[str]:
         """Later shards holding an identical image or a verified copy of one of ``rows``."""
         later = matches.filter(pl.col("shard") > shard)
         out = set(later.filter(pl.col("kind") == "exact")["shard"].to_list())
-        cands = later.filter((pl.col("kind") == "candidate") & ~pl.col("shard").is_in(list(out)))
+        # one later image against its candidates in a row (the verifier caches per image); the set found is the same in any order
+        cands = later.filter((pl.col("kind") == "candidate") & ~pl.col("shard").is_in(list(out))).sort("id", "ord")
         if cands.height:
             thumbs = self._thumbs(con, cands["id"].to_list())
             query = dict(zip(rows["ord"].to_list(), rows["thumb"].to_list()))
@@ -331,7 +398,7 @@ class ImageIndex:
                 if s in out:
                     continue
                 stats["verified"] += 1
-                al = self.verify(query[o], thumbs[image][0])
+                al = verify(query[o], thumbs[image][0])
                 if al is not None and al.accepted:
                     out.add(s)
             stats["verify_s"] += time.perf_counter() - t0
@@ -343,6 +410,43 @@ class ImageIndex:
             return {}
         with self.connect() as con:
             return dict(con.execute("SELECT shard, epoch FROM shards WHERE epoch != used_epoch ORDER BY shard").fetchall())
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one ``update`` will write, computed from one state of the index."""
+
+    verdicts: pl.DataFrame
+    epoch: int
+    restaled: list[str]
+    lookup_s: float
+    stats: dict
+    old_bands: list[tuple[int, int, int]]  # (band, value, image) of the shard's stored rows, to delete by key
+    content: str
+
+
+class _Memo:
+    """A verifier that remembers its verdicts by the two thumbnails (a pure function of them), so planning again
+    after another writer's commit only verifies the pairs that commit added."""
+
+    def __init__(self, verify: Verifier):
+        self.verify = verify
+        self.done: dict[tuple[bytes | None, bytes | None], cd.Alignment | None] = {}
+        self.seconds = 0.0  # spent verifying, over every plan
+
+    def __call__(self, a: bytes | None, b: bytes | None) -> cd.Alignment | None:
+        key = (a, b)
+        if key not in self.done:
+            t0 = time.perf_counter()
+            self.done[key] = self.verify(a, b)
+            self.seconds += time.perf_counter() - t0
+        return self.done[key]
+
+
+def _data_version(con: sqlite3.Connection) -> int:
+    """SQLite's count of commits by other connections, as of this connection's current read (started here if none is)."""
+    con.execute("SELECT 1 FROM settings LIMIT 1").fetchall()
+    return con.execute("PRAGMA data_version").fetchone()[0]
 
 
 def _hamming(a: int, b: int) -> int:

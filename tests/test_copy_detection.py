@@ -83,8 +83,8 @@ def test_real_photo_copies_through_the_index(tmp_path: Path):
     assert copies.select(pl.col("copy_overlap").min()).item() >= cd.MIN_OVERLAP and copies.select(pl.col("copy_score").max()).item() < 1.0
 
 
-def test_world_shapes_copies_and_distinct_scenes(tmp_path: Path):
-    """Drawn scenes (simple shapes, plain backgrounds: distinct ones share pHashes) and their copies."""
+def world_items() -> tuple[list[Item], list[Item]]:
+    """60 drawn scenes and copies of the first 40 (re-encoded, resized, cropped, shifted)."""
     rng = random.Random(7)
     scenes = [render(sample_scene(random.Random(i), side=rng.randrange(224, 385, 8))) for i in range(60)]
     originals = [Item(f"s{i}", f"s{i}", "original", encode(im, "JPEG", 90)) for i, im in enumerate(scenes)]
@@ -100,6 +100,12 @@ def test_world_shapes_copies_and_distinct_scenes(tmp_path: Path):
         elif how == "shift":
             im = ImageChops.offset(im, int(w * 0.04), -int(h * 0.03))
         copies.append(Item(f"s{i}:{how}", f"s{i}", how, encode(im, "JPEG", 60)))
+    return originals, copies
+
+
+def test_world_shapes_copies_and_distinct_scenes(tmp_path: Path):
+    """Drawn scenes (simple shapes, plain backgrounds: distinct ones share pHashes) and their copies."""
+    originals, copies = world_items()
     groups = {f"{s}::{it.name}": it.group for s in ("a.tar", "b.tar") for it in originals + copies}
     v = run_index(tmp_path, {"a.tar": originals, "b.tar": copies})
     recall, precision, _ = scores(v, groups)
@@ -112,6 +118,27 @@ def test_world_shapes_copies_and_distinct_scenes(tmp_path: Path):
     again = index.update("b.tar", index_rows(copies, "b.tar")).verdicts
     assert again.drop("copy_scale", "copy_dx", "copy_dy", "copy_overlap", "copy_score").equals(
         v.filter(pl.col("uid").str.starts_with("b.tar")).select(again.columns).drop("copy_scale", "copy_dx", "copy_dy", "copy_overlap", "copy_score"))
+
+
+def test_the_pair_verifier_gives_verify_s_verdicts_and_alignments():
+    """The index's verifier (cached per image, distinct scenes rejected by a bound before aligning) against
+    ``verify``: the same verdict for every pair, the same alignment, to the bit, for every accepted one."""
+    originals, copies = world_items()
+    photos = corpus()
+    thumb = {it.name: inspect_image(it.data).thumb for it in originals + copies + photos}
+    pairs = [(o.name, c.name) for c in copies for o in originals[:10]] + [(c.group, c.name) for c in copies]
+    pairs += [(it.group, it.name) for it in photos if it.kind != "original"][:40] + [(x.name, y.name) for x in photos[:6] for y in photos[-6:]]
+    pv = cd.PairVerifier()
+    accepted = 0
+    for a, b in sorted(pairs, key=lambda p: p[1]):  # one B after another, as the index asks
+        want, got = cd.verify(cd.read_thumb(thumb[a]), cd.read_thumb(thumb[b])), pv(thumb[a], thumb[b])
+        assert (want is None) == (got is None), (a, b)
+        if want is not None:
+            assert want.accepted == got.accepted, (a, b)
+            if want.accepted:
+                accepted += 1
+                assert want == got, (a, b)
+    assert accepted >= 60 and pv.bounded >= 0.5 * len(pairs), (accepted, pv.bounded, len(pairs))  # most distinct scenes never get aligned
 
 
 def test_verification_cost_per_pair():
