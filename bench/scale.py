@@ -20,6 +20,7 @@ import argparse
 import io
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -291,6 +292,7 @@ def instance_on(storage: str, home: Path):
             yield instance
     finally:
         postgres_down(spec)
+        shutil.rmtree(spec.postgres_dir, ignore_errors=True)  # a throwaway server
 
 
 def instance_figures(instance, storage: str, keys: list[str], defs, sensor_resources: dict, schedule_resources: dict) -> list[tuple[str, float, str]]:
