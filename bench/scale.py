@@ -5,6 +5,7 @@
     python bench/scale.py --copies 2000,10000              # copy candidates + verification per image at each size (~3 min)
     python bench/scale.py --world 3x1000 [--parallel 2]    # world-crawl shards through ingest + the index: ms/image, lock held (~2 min)
     python bench/scale.py --shards 10000 --instance sqlite,postgres --skip-index   # the instance on both storages
+    python bench/scale.py --writers 4 --instance sqlite,postgres                   # writers at once, per storage
 
 Builds, in a temporary folder, ``--shards`` tiny tar shards (one sample each: the sensor only lists
 and stats them), a Dagster instance (SQLite, as `dagster dev` uses) holding one materialization per
@@ -295,6 +296,36 @@ def instance_on(storage: str, home: Path):
         shutil.rmtree(spec.postgres_dir, ignore_errors=True)  # a throwaway server
 
 
+def _record(args: tuple[str, int, int]) -> float:
+    """One writer process: ``n`` materializations of its own partitions into the instance at ``home``."""
+    home, writer, n = args
+    from dagster import AssetKey, AssetMaterialization, DagsterInstance
+
+    with DagsterInstance.from_config(home) as instance:
+        t0 = time.perf_counter()
+        for i in range(n):
+            instance.report_runless_asset_event(AssetMaterialization(AssetKey("raw_pairs"), partition=f"w{writer}-{i:06d}"))
+        return time.perf_counter() - t0
+
+
+def concurrent_writers(storages: list[str], writers: int, per_writer: int) -> None:
+    """Materializations recorded by ``writers`` processes at once (run workers on several nodes), per storage."""
+    import multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for storage in storages:
+            with instance_on(storage, Path(tmp) / storage) as instance:
+                home = str(Path(tmp) / storage)
+                for k in sorted({1, writers}):
+                    t0 = time.perf_counter()
+                    with mp.get_context("spawn").Pool(k) as pool:
+                        pool.map(_record, [(home, w, per_writer) for w in range(k)])
+                    wall = time.perf_counter() - t0
+                    print(f"  [{storage}] {k} writer(s) x {per_writer}: {k * per_writer / wall:6.0f} materializations/s "
+                          f"({wall:.1f}s wall, process start included)", flush=True)
+                assert instance.get_latest_materialization_event(__import__("dagster").AssetKey("raw_pairs")) is not None
+
+
 def instance_figures(instance, storage: str, keys: list[str], defs, sensor_resources: dict, schedule_resources: dict) -> list[tuple[str, float, str]]:
     """Sensor ticks, recording one materialization per shard and stage, and the nightly plan on ``instance``."""
     from dagster import AssetKey, AssetMaterialization, build_schedule_context, build_sensor_context
@@ -338,6 +369,9 @@ def main() -> None:
     ap.add_argument("--instance", default="sqlite", help="instance storage(s), comma-separated: sqlite (dagster dev's), postgres (a throwaway "
                     "local PostgreSQL server, as `caption-assets cluster up` starts one)")
     ap.add_argument("--skip-index", action="store_true", help="time the instance, sensor, plan and warehouse only (not the duplicate index)")
+    ap.add_argument("--writers", type=int, default=0, help="only time materializations recorded by this many processes at once "
+                    "(and by one), on each --instance storage")
+    ap.add_argument("--per-writer", type=int, default=500)
     ap.add_argument("--growth", default="", help="only grow one duplicate index through these shard counts (e.g. 200,2000,6000,10000) and time a lookup at each")
     ap.add_argument("--world", default="", help="only ingest a world crawl of SHARDSxPAIRS (e.g. 3x1000) through the duplicate index and time each shard")
     ap.add_argument("--parallel", type=int, default=1, help="with --world: shards ingested at a time (processes)")
@@ -345,6 +379,8 @@ def main() -> None:
     if args.world:
         n_shards, per_shard = (int(n) for n in args.world.split("x"))
         return world_ingest(n_shards, per_shard, args.parallel)
+    if args.writers:
+        return concurrent_writers(args.instance.split(","), args.writers, args.per_writer)
     if args.copies:
         return copies_growth([int(n) for n in args.copies.split(",")], args.rows)
     if args.growth:
