@@ -18,8 +18,8 @@ LIMIT_TAG = ("gpu", "true")  # executors' tag_concurrency_limits key: one model 
 STEP_MEMORY = "16Gi"
 # Ray: a model-free step (ingest, compression, checks) takes one CPU share, so the cluster spreads steps over
 # its nodes (a job that asks for nothing runs on the head node). Ingest also takes the head node's one
-# ``duplicate_index`` unit: the SQLite index lives on one node's disk and sees one writer at a time, with no
-# file lock trusted across machines (``caption-assets cluster up`` gives the head that resource).
+# ``duplicate_index`` unit: the SQLite index is written by one step at a time, always from the same host, so no
+# file lock between machines is relied on (``caption-assets cluster up`` gives the head that resource).
 INDEX_RESOURCE = "duplicate_index"
 LIGHT_STEP_TAGS = {"dagster-ray/config": {"num_cpus": 1}}
 INGEST_STEP_TAGS = {"dagster-ray/config": {"num_cpus": 1, "resources": {INDEX_RESOURCE: 1}}}

@@ -90,3 +90,25 @@ def test_step_resources_come_from_the_settings():
         assert "limits" not in tags["dagster-k8s/config"]["container_config"]["resources"]
     with pytest.raises(Exception, match="CAPTION_ASSETS_STEP_GPUS"):
         load_settings({"CAPTION_ASSETS_STEP_GPUS": "2"})
+
+
+def test_the_ray_executor_takes_its_address_and_environment_from_the_settings(monkeypatch):
+    """Steps rebuild the definitions from CAPTION_ASSETS_* on their node, so those travel with each Ray job; the executor
+    itself asks for no CPUs or GPUs (an executor-wide num_gpus would override every step's tag)."""
+    pytest.importorskip("dagster_ray")
+    from caption_assets.definitions import build_executor
+
+    monkeypatch.setenv("CAPTION_ASSETS_PROFILE", "production")
+    monkeypatch.setenv("CAPTION_ASSETS_RAY_NODE", "head")  # the node's own name is the node's, never forwarded
+    settings = load_settings({"CAPTION_ASSETS_PROFILE": "production", "CAPTION_ASSETS_EXECUTOR": "ray",
+                              "CAPTION_ASSETS_RAY_ADDRESS": "http://ray-head:8265"})
+    executor = build_executor(settings)
+    assert executor.name == "ray_executor"
+    resolved = executor.apply_config_mapping({})
+    assert resolved.success
+    cfg = resolved.value["config"]["ray"]
+    assert cfg["address"] == "http://ray-head:8265"
+    assert "CAPTION_ASSETS_PROFILE" in cfg["env_vars"] and "CAPTION_ASSETS_RAY_NODE" not in cfg["env_vars"]
+    assert cfg["num_gpus"] is None and cfg["num_cpus"] is None and cfg["resources"] is None
+    with pytest.raises(Exception, match="CAPTION_ASSETS_RAY_ADDRESS"):
+        load_settings({"CAPTION_ASSETS_RAY_ADDRESS": "ray-head:6379"})
