@@ -129,6 +129,28 @@ def test_stage_truth_on_a_handmade_lake():
     assert got["raw_pairs", "index_exact_or_copy_duplicate_recall"] == (1.0, 1) and got["raw_pairs", "index_exact_or_copy_duplicate_precision"] == (1.0, 1)
 
 
+def test_copy_recall_per_kind_counts_the_pair_and_checks_the_link():
+    """A copy that sorts before its original is found through the original's verdict; a copy whose group-mate was
+    linked to an unrelated lookalike is not found, and that wrong link costs precision."""
+    from caption_assets.curation_eval.stage_truth import duplicate_metrics
+
+    truth = pl.DataFrame([
+        _truth_row("s::a", "correct", RED_CIRCLE, duplicate_group="g1", wrong_kind=None),
+        _truth_row("r::b", "near_duplicate", RED_CIRCLE, duplicate_group="g1", wrong_kind="crop"),  # shard r sorts first
+        _truth_row("s::c", "near_duplicate", BLUE_STAR, duplicate_group="g2", wrong_kind="shift"),
+        _truth_row("s::d", "correct", BLUE_STAR, duplicate_group="g2", wrong_kind=None),
+        _truth_row("s::e", "correct", BLUE_STAR, wrong_kind=None),  # a lookalike of d, no copy of anything
+    ])
+    raw = pl.DataFrame({"uid": ["s::a", "r::b", "s::c", "s::d", "s::e"], "duplicate_kind": ["copy", None, None, None, "copy"],
+                        "duplicate_of": ["r::b", None, None, None, "s::d"], "candidate_of": [None, None, None, None, None]})
+    empty = pl.DataFrame({"uid": [], "drop_reason": []}, schema={"uid": pl.String, "drop_reason": pl.String})
+    got = {m: (v, n) for stage, m, v, n in duplicate_metrics(truth, empty, empty, pl.DataFrame({"uid": []}, schema={"uid": pl.String}), raw)
+           if stage == "raw_pairs"}
+    assert got["index_exact_or_copy_crop_recall"] == (1.0, 1)
+    assert got["index_exact_or_copy_shift_recall"] == (0.0, 1)
+    assert got["index_exact_or_copy_duplicate_recall"] == (0.5, 2)
+
+
 def test_no_pipeline_stage_reads_the_truth_table():
     """Only the evaluation (and the world that writes the crawl) may name the truth table."""
     allowed = {ROOT / "caption_assets" / "assets" / "evaluation.py"}

@@ -59,7 +59,7 @@ def read_lake(lake: LakeStorage, semdedup_eps: float | None = None) -> LakeFrame
     if not (export / "manifest.parquet").exists() or not (export / "selection.parquet").exists():
         raise Failure(f"nothing to evaluate: no compressed dataset under {export} (materialize compressed_dataset first)")
     return LakeFrames(
-        raw=frame("raw_pairs", ["uid", "caption", "duplicate_kind", "candidate_of", *POINTER_COLUMNS]),
+        raw=frame("raw_pairs", ["uid", "caption", "duplicate_kind", "duplicate_of", "candidate_of", *POINTER_COLUMNS]),
         quarantine=frame("raw_pairs_quarantine", ["shard", "key", "reason"]),
         scored=frame("scored_pairs", ["uid", "keep", "drop_reason", "alignment_level", "clip_score"]),
         recaptioned=frame("recaptioned_pairs", ["uid", "synthetic_caption"]),

@@ -107,24 +107,28 @@ def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.D
         ("compressed_dataset", "", selection.select("uid", flagged=pl.col("drop_reason").is_in(DUPLICATE_REASONS))),
     ]
     if raw is not None and "duplicate_kind" in raw.columns:  # the global duplicate index's verdicts, before any filter
+        of = pl.col("duplicate_of") if "duplicate_of" in raw.columns else pl.lit(None, dtype=pl.String)  # the image it was judged a copy of
         stages += [
-            ("raw_pairs", "index_exact_", raw.select("uid", flagged=(pl.col("duplicate_kind") == "exact").fill_null(False))),
-            ("raw_pairs", "index_exact_or_copy_", raw.select("uid", flagged=pl.col("duplicate_kind").is_not_null())),
+            ("raw_pairs", "index_exact_", raw.select("uid", flagged=(pl.col("duplicate_kind") == "exact").fill_null(False), link=of)),
+            ("raw_pairs", "index_exact_or_copy_", raw.select("uid", flagged=pl.col("duplicate_kind").is_not_null(), link=of)),
         ]
         if "candidate_of" in raw.columns:  # the candidate stage alone: an earlier image came up, verified or not
-            stages.append(("raw_pairs", "index_candidate_", raw.select("uid", flagged=pl.col("duplicate_kind").is_not_null() | pl.col("candidate_of").is_not_null())))
+            stages.append(("raw_pairs", "index_candidate_", raw.select("uid", flagged=pl.col("duplicate_kind").is_not_null() | pl.col("candidate_of").is_not_null(),
+                                                                        link=pl.coalesce(of, pl.col("candidate_of")))))
     if semdedup is not None and semdedup.height:  # SemDeDup by itself on every image, for comparison
         stages.append(("scored_pairs", "semdedup_alone_", semdedup.select("uid", "flagged")))
     for stage, prefix, frame in stages:
-        df = frame.join(member, on="uid", how="inner")
+        df = frame.select("uid", "flagged").join(member, on="uid", how="inner")
         per_group = df.filter(pl.col("group").is_not_null()).group_by("group").agg(m=pl.len(), f=pl.col("flagged").sum())
         expected = int((per_group["m"] - 1).sum())
         found = int(per_group.select(pl.min_horizontal(pl.col("f"), pl.col("m") - 1)).sum().item())
         _ratio(rows, stage, f"{prefix}duplicate_recall", found, expected)
         _ratio(rows, stage, f"{prefix}duplicate_precision", found, int(df["flagged"].sum()))
         if prefix not in ("", "index_exact_") and "wrong_kind" in truth.columns:
-            # per kind of copy (re-encode, resize, crop, shift): the share of the crawl's later copies found
-            kinds = df.join(truth.select("uid", "wrong_kind"), on="uid").filter(pl.col("noise") == "near_duplicate")
+            # per kind of copy (re-encode, resize, crop, shift): the share of the crawl's copies whose pair was found.
+            # Counted per group: when the copy sorts before its original, the index flags the original, not the copy.
+            kinds = df.join(truth.select("uid", "wrong_kind"), on="uid").filter(pl.col("noise") == "near_duplicate").with_columns(
+                flagged=pl.col("uid").is_in(pair_found(frame, member).implode()))
             for kind, n, hit in kinds.group_by("wrong_kind").agg(n=pl.len(), hit=pl.col("flagged").sum()).sort("wrong_kind").iter_rows():
                 _ratio(rows, stage, f"{prefix}{kind}_recall", int(hit), int(n))
         if prefix:
@@ -138,6 +142,18 @@ def duplicate_metrics(truth: pl.DataFrame, scored: pl.DataFrame, selection: pl.D
     extra = exported.height - exported["group"].n_unique()
     _ratio(rows, "compressed_dataset", "exported_duplicate_copies", extra, manifest.height)
     return rows
+
+
+def pair_found(frame: pl.DataFrame, member: pl.DataFrame) -> pl.Series:
+    """Uids whose duplicate pair was found: a flagged row and the image it was linked to (``link``) when both are in the
+    same truth group; without links (SemDeDup alone), every member of a group with a flagged member."""
+    if "link" in frame.columns:
+        g = member.select("uid", "group")
+        right = (frame.filter(pl.col("flagged") & pl.col("link").is_not_null()).join(g, on="uid")
+                 .join(g.rename({"uid": "link", "group": "group_of"}), on="link").filter(pl.col("group") == pl.col("group_of")))
+        return pl.concat([right["uid"], right["link"]]).unique()
+    df = frame.join(member, on="uid").filter(pl.col("group").is_not_null())
+    return df.filter(pl.col("flagged").any().over("group"))["uid"]
 
 
 def caption_metrics(truth: pl.DataFrame, stage: str, captions: pl.DataFrame, column: str, label: str) -> list[tuple]:
