@@ -90,10 +90,10 @@ def _cluster_env(root: Path) -> Path:
         spec = ClusterSpec.load(root)
     except ClusterError as exc:
         raise CliError(f"--executor ray: {exc}, or set DAGSTER_HOME and CAPTION_ASSETS_RAY_ADDRESS for another cluster") from None
-    if not alive_nodes(spec):
+    nodes = alive_nodes(spec)
+    if not nodes:
         raise CliError(f"--executor ray: the Ray cluster at {spec.dashboard} does not answer (caption-assets cluster up)")
     os.environ.setdefault("CAPTION_ASSETS_RAY_ADDRESS", spec.dashboard)
-    nodes = alive_nodes(spec)
     if not any(n.get("resources_total", {}).get("GPU") for n in nodes):
         os.environ.setdefault("CAPTION_ASSETS_STEP_GPUS", "0")  # a GPU request would wait forever on this cluster
     from caption_assets.settings import load_settings

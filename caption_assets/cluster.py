@@ -144,13 +144,17 @@ def postgres_up(spec: ClusterSpec) -> None:
         os.chmod(data, 0o700)
     if fresh:
         _run(_as_postgres_user([postgres_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]), "initdb", log)
-    if subprocess.run([postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(spec.postgres_port)], capture_output=True).returncode != 0:
+    if not postgres_ready(spec):
         opts = f"-p {spec.postgres_port} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200"
         _run(_as_postgres_user([postgres_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"]), "pg_ctl start", log)
     exists = subprocess.run([postgres_bin("psql"), "-h", "127.0.0.1", "-p", str(spec.postgres_port), "-U", "postgres", "-tAc",
                              "SELECT 1 FROM pg_database WHERE datname = 'dagster'"], capture_output=True, text=True)
     if exists.stdout.strip() != "1":
         _run([postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(spec.postgres_port), "-U", "postgres", "dagster"], "createdb", log)
+
+
+def postgres_ready(spec: ClusterSpec) -> bool:
+    return subprocess.run([postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(spec.postgres_port)], capture_output=True).returncode == 0
 
 
 def postgres_down(spec: ClusterSpec) -> None:
@@ -285,8 +289,7 @@ def down(spec: ClusterSpec, purge: bool = False) -> None:
 
 
 def status(spec: ClusterSpec) -> dict:
-    ready = subprocess.run([postgres_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(spec.postgres_port)], capture_output=True).returncode == 0
-    return {"postgres": spec.postgres_url if ready else "down", "ray": spec.dashboard,
+    return {"postgres": spec.postgres_url if postgres_ready(spec) else "down", "ray": spec.dashboard,
             "nodes": {n["node_id"][:12]: ("head" if n.get("is_head_node") else "worker") for n in alive_nodes(spec)}}
 
 
