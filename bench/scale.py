@@ -70,34 +70,27 @@ def write_shards(crawl: Path, n: int) -> list[str]:
     return keys
 
 
-def fill_warehouse(path: Path, shards: list[str], rows_per_shard: int) -> None:
-    """Every stage's funnel (~8 rows), stats, version and quarantine rows for every shard, bulk-inserted."""
-    import duckdb
-
-    from resources.warehouse import SCHEMA_SQL
+def fill_warehouse(path: Path, shards: list[str], rows_per_shard: int) -> float:
+    """Every stage's funnel (~3 rows), stats, version and quarantine rows for every shard, written the way the
+    steps write them (one ``replace_partition`` per shard and stage); returns seconds per write."""
+    from resources.warehouse import QualityWarehouse
 
     rng = np.random.default_rng(0)
     reasons = {"raw_pairs": ["duplicate_image", "small_image", "boilerplate_caption"], "scored_pairs": ["low_clip_score", "flag:small_image"],
                "recaptioned_pairs": ["degenerate"], "vision_expert_tags": [None], "fused_captions": ["guardrail"]}
-    funnel = []
-    for p in shards:
-        for stage in STAGES:
-            funnel.append((p, stage, "in", None, rows_per_shard))
-            for r in reasons[stage]:
-                funnel.append((p, stage, "filtered", r, int(rng.integers(0, 10))))
-    quarantine = [(p, "raw_pairs", f"k{i}", f"k{i}.jpg", "not_an_image", "cannot identify image file") for p in shards for i in range(2)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path))
-    con.execute(SCHEMA_SQL)
-    con.register("f", pl.DataFrame(funnel, schema=["partition", "stage", "outcome", "reason", "count"], orient="row").to_arrow())
-    con.execute("INSERT INTO funnel (partition, stage, outcome, reason, count) SELECT * FROM f")
-    con.register("q", pl.DataFrame(quarantine, schema=["partition", "stage", "key", "member", "reason", "message"], orient="row").to_arrow())
-    con.execute("INSERT INTO quarantine (partition, stage, key, member, reason, message) SELECT * FROM q")
-    versions = pl.DataFrame({"partition": shards, "stage": "scored_pairs", "name": "alignment_levels",
-                             "version": ["levels-old" if i % 20 == 0 else "levels-current" for i in range(len(shards))]})
-    con.register("v", versions.to_arrow())
-    con.execute("INSERT INTO versions (partition, stage, name, version) SELECT * FROM v")
-    con.close()
+    warehouse = QualityWarehouse(path=str(path))
+    with tempfile.TemporaryDirectory() as tmp:
+        t0, writes = time.perf_counter(), 0
+        for i, p in enumerate(shards):
+            q = Path(tmp) / "q.parquet"
+            pl.DataFrame({"stage": ["raw_pairs"] * 2, "key": ["k0", "k1"], "member": ["k0.jpg", "k1.jpg"], "reason": ["not_an_image"] * 2,
+                          "message": ["cannot identify image file"] * 2}).write_parquet(q)
+            for stage in STAGES:
+                funnel = [("in", None, rows_per_shard)] + [("filtered", r, int(rng.integers(0, 10))) for r in reasons[stage]]
+                versions = {"alignment_levels": "levels-old" if i % 20 == 0 else "levels-current"} if stage == "scored_pairs" else None
+                warehouse.replace_partition(stage, p, funnel, q if stage == "raw_pairs" else None, "bench", [("rows", rows_per_shard)], versions)
+                writes += 1
+        return (time.perf_counter() - t0) / writes
 
 
 def fill_index(path: Path, n_shards: int, rows: int, seed: int = 0):
@@ -366,6 +359,8 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=200)
     ap.add_argument("--rows", type=int, default=100, help="images per shard in the duplicate index")
     ap.add_argument("--copies", default="", help="only time copy candidates + verification per image on one bulk-built index at these shard counts (e.g. 2000,10000)")
+    ap.add_argument("--warehouse-only", action="store_true", help="time the warehouse only: one step's write and the queries the "
+                    "checks, the nightly plan and the report run over every shard's rows (with --skip-index)")
     ap.add_argument("--instance", default="sqlite", help="instance storage(s), comma-separated: sqlite (dagster dev's), postgres (a throwaway "
                     "local PostgreSQL server, as `caption-assets cluster up` starts one)")
     ap.add_argument("--skip-index", action="store_true", help="time the instance, sensor, plan and warehouse only (not the duplicate index)")
@@ -404,29 +399,41 @@ def main() -> None:
         duplicates = DuplicateIndex(path=str(settings.duplicate_index_path))
         resources = {"crawl": CrawlSource(crawl_dir=str(crawl)), "duplicates": duplicates}
 
-        fill_warehouse(settings.warehouse_path, keys, rows_per_shard=100)
+        t0 = time.perf_counter()
+        write_s = fill_warehouse(settings.warehouse_path, keys, rows_per_shard=100)
+        print(f"setup: warehouse rows for {len(keys)} shards x {len(STAGES)} stages in {time.perf_counter() - t0:.1f}s", flush=True)
+        results.append(("warehouse: one step's rows (replace_partition)", write_s, "parquet per table, temp + rename; no lock, any machine"))
         lake = LakeStorage(root=str(settings.lake_dir))
         (settings.lake_dir / "alignment_levels").mkdir(parents=True)
         (settings.lake_dir / "alignment_levels" / "current.json").write_text('{"version": "levels-current", "boundaries": [0.2, 0.25, 0.3], "scorer": "x"}')
         warehouse = QualityWarehouse(path=str(settings.warehouse_path))
-        for storage in args.instance.split(","):
+        for storage in [] if args.warehouse_only else args.instance.split(","):
             with instance_on(storage, tmp / f"{storage}_home") as instance:
                 results += instance_figures(instance, storage if "," in args.instance else "", keys, defs, resources,
                                             {"warehouse": warehouse, "lake": lake, "duplicates": duplicates})
 
+        queries = {
+            "funnel by stage/outcome/reason": "SELECT stage, outcome, reason, sum(count) FROM funnel GROUP BY ALL",
+            "quarantine by reason": "SELECT reason, count(*) FROM quarantine GROUP BY reason",
+            "stale alignment levels (nightly plan)": "SELECT partition FROM versions WHERE name = 'alignment_levels' AND version <> 'levels-current'",
+        }
+
+        def query_figures(state: str, repeat: int) -> None:
+            for name, sql in queries.items():
+                q_s, _ = timed(lambda sql=sql: warehouse.query(sql), repeat=repeat)
+                results.append((f"warehouse {state}: {name}", q_s, "loads the tables it names from one listing"))
+            q_s, _ = timed(lambda: warehouse.partition_rows("funnel", "raw_pairs", keys[-1]), repeat=5)
+            results.append((f"warehouse {state}: one partition's funnel (the check)", q_s, "its own file (or the compacted one): no listing"))
+
+        files = warehouse.file_count()
+        query_figures(f"({files} row files)", 1)
+        c_s, _ = timed(warehouse.publish)
+        results.append((f"warehouse: compact {files} row files + write the views (CLI)", c_s, f"{warehouse.file_count()} row files left"))
+        query_figures("(compacted)", 5)
         cli = [sys.executable, "-m", "caption_assets.cli", "report"]
         report_s, proc = timed(lambda: subprocess.run(cli, env={**os.environ, **env}, capture_output=True, text=True, check=True), repeat=3)
         assert "raw_pairs" in proc.stdout
-        results.append(("`caption-assets report` (new process)", report_s, "funnel over every stage and shard from the warehouse"))
-        queries = {
-            "funnel by stage/outcome/reason": "SELECT stage, outcome, reason, sum(count) FROM funnel GROUP BY ALL",
-            "one partition's funnel (asset check)": f"SELECT outcome, sum(count) FROM funnel WHERE stage = 'raw_pairs' AND partition = '{keys[-1]}' GROUP BY outcome",
-            "quarantine by reason": "SELECT reason, count(*) FROM quarantine GROUP BY reason",
-            "stale alignment levels": "SELECT partition FROM versions WHERE name = 'alignment_levels' AND version <> 'levels-current'",
-        }
-        for name, sql in queries.items():
-            q_s, _ = timed(lambda sql=sql: warehouse.query(sql), repeat=5)
-            results.append((f"warehouse: {name}", q_s, "one connection + query"))
+        results.append(("`caption-assets report` (new process, compacted)", report_s, "funnel over every stage and shard from the warehouse"))
 
         size_mb = None
         if not args.skip_index:

@@ -303,14 +303,32 @@ def write_html(path: Path, gallery: int = 4) -> None:
     print(f"wrote {path}")
 
 
+def publish_warehouse() -> None:
+    """Refresh the warehouse file's views (the rows are parquet the steps wrote); only the CLI writes that file,
+    on the machine a person works on, so no step on another machine ever opens it for writing."""
+    import duckdb
+    from filelock import Timeout
+
+    from caption_assets.settings import load_settings
+    from resources import QualityWarehouse
+
+    path = load_settings().warehouse_path
+    try:
+        QualityWarehouse(path=str(path)).publish()
+    except (duckdb.IOException, Timeout) as exc:  # someone holds the file open for writing; its views are still right
+        print(f"note: could not refresh {path} ({str(exc).splitlines()[0]}); its views still read the current rows", file=sys.stderr)
+
+
 def print_where(home: Path) -> None:
     from caption_assets.settings import load_settings
+    from resources import QualityWarehouse
 
     s = load_settings()
+    publish_warehouse()
     print("\nWhere to look:")
     script = Path(sys.executable).parent / "caption-assets"  # the venv's script: works without activating it
     print(f"  UI         {UI_HINT.format(home=home, exe=script if script.exists() else 'caption-assets')}")
-    print(f"  warehouse  {s.warehouse_path}   (caption-assets report, or duckdb -readonly)")
+    print(f"  warehouse  {s.warehouse_path}   (caption-assets report, or duckdb -readonly; the rows: {QualityWarehouse(path=str(s.warehouse_path)).rows}/)")
     print(f"  outputs    {s.lake_dir}/<asset>/<shard>.parquet")
     export = s.lake_dir / "compressed_dataset"
     if (export / "manifest.parquet").exists():
@@ -427,16 +445,19 @@ def main(argv: list[str] | None = None) -> int:
                 except ValueError:
                     raise CliError(f"--seeds {args.seeds!r} must be comma-separated integers") from None
             failures = run_eval(overrides)
+            publish_warehouse()
             print_evaluation(detail=True)
             if failures:
                 raise CliError("curation_eval failed; open the UI's Runs page for the error", code=1)
         elif args.command == "trace":
             print_trace(args.uid, args.shard, args.key, args.json)
         elif args.command == "report":
+            publish_warehouse()
             print_funnel()
             if args.html:
                 write_html(args.html, args.gallery)
         elif args.command == "ui":
+            publish_warehouse()
             workspace = PROJECT_ROOT / "workspace.yaml"
             target = ["-w", str(workspace)] if workspace.exists() else ["-m", "caption_assets.definitions"]
             # the interpreter running this CLI has dagster: no need for the venv on PATH

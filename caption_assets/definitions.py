@@ -20,6 +20,7 @@ from caption_assets.placement import LIMIT_TAG
 from caption_assets.ray_placement import RAY_HOOKS
 from caption_assets.schedules import build_schedules
 from caption_assets.sensors import build_crawl_sensor
+from caption_assets.warehouse_sensor import build_warehouse_compaction_sensor
 from caption_assets.settings import Settings, load_settings
 from resources import AnnotationSource, DuplicateIndex, CaptionFuser, Captioner, ClipScorer, VisionExperts, CrawlSource, LakeStorage, QualityWarehouse
 
@@ -69,6 +70,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
               (ingest_job, shard_chain_job, shard_models_job, reward_model_job, levels_job, shared_models_job, compress_job, *([eval_job] if evaluate else []))],
         sensors=[
             build_crawl_sensor(settings.automation),
+            build_warehouse_compaction_sensor(settings.automation),
             AutomationConditionSensorDefinition(
                 "shard_automation",
                 target=AssetSelection.all(),

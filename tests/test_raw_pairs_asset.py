@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import duckdb
 import polars as pl
 from dagster import build_sensor_context
 
@@ -50,6 +51,18 @@ def test_materialize_reconcile_and_warehouse(tmp_path: Path, settings_for, insta
     assert hashlib.sha256(out.read_bytes()).hexdigest() == first
     assert wh.query("SELECT count(*) FROM funnel").item() == 4
     assert wh.query("SELECT count(*) FROM quarantine").item() == 1
+    # the step wrote parquet rows only: it never opened (or locked) the DuckDB file, so it may run on any machine
+    assert not settings.warehouse_path.exists() and not Path(str(settings.warehouse_path) + ".lock").exists()
+    written = [p.relative_to(wh.rows) for p in wh.rows.rglob("*.parquet") if "__schema__" not in p.as_posix() and p.name != "_compacted.parquet"]
+    assert sorted({p.parent.as_posix() for p in written}) == [f"{t}/stage=raw_pairs/partition=s1.tar" for t in ("funnel", "quarantine")]
+    # the daemon's compaction sensor (or the CLI) folds them into one file per table and writes the views a person opens
+    skip = defs.resolve_sensor_def("warehouse_compaction")(build_sensor_context(instance=instance, resources={"warehouse": wh}))
+    assert skip.skip_message == "compacted 4 row files; 0 written since", skip.skip_message
+    assert wh.file_count() == 0 and wh.funnel("raw_pairs").height == 4 and wh.partition_rows("quarantine", "raw_pairs", "s1.tar")["key"].to_list() == ["bad"]
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    assert con.execute("SELECT sum(count) FROM funnel WHERE outcome = 'in'").fetchone() == (9,)
+    assert con.execute("SELECT table_name FROM duckdb_tables()").fetchall() == []
+    con.close()
 
 
 def test_cross_shard_duplicates_are_flagged_in_the_later_shard(tmp_path: Path, settings_for, instance):

@@ -139,7 +139,7 @@ def test_killed_process_leaves_no_half_written_output(tmp_path: Path):
 
 def _write_partition(args: tuple[str, str, int]) -> int:
     path, partition, rounds = args
-    wh = QualityWarehouse(path=path, lock_timeout_s=120)
+    wh = QualityWarehouse(path=path)
     for r in range(rounds):
         n = 100 + r
         wh.replace_partition("raw_pairs", partition, [("in", None, n), ("passed", None, n - 3), ("quarantined", "empty_image", 3)], None, f"run-{r}")
@@ -147,15 +147,29 @@ def _write_partition(args: tuple[str, str, int]) -> int:
 
 
 def _read_consistent(args: tuple[str, int]) -> int:
+    """Inconsistent reads: a partition whose rows do not reconcile, a row seen twice, or a partition that vanished
+    after it was seen (what a compaction racing a reader could do)."""
     path, rounds = args
-    wh = QualityWarehouse(path=path, lock_timeout_s=120)
-    bad = 0
+    wh = QualityWarehouse(path=path)
+    bad, seen = 0, set()
     for _ in range(rounds):
-        f = wh.query("SELECT partition, outcome, sum(count) AS n FROM funnel GROUP BY ALL")
+        f = wh.query("SELECT partition, outcome, sum(count) AS n, count(*) AS rows FROM funnel GROUP BY ALL")
+        bad += f.filter(pl.col("rows") > 1).height
         for p in f["partition"].unique():
             rows = dict(f.filter(pl.col("partition") == p).select("outcome", "n").iter_rows())
             bad += rows.get("in", 0) != rows.get("passed", 0) + rows.get("quarantined", 0)
+        now = set(f["partition"])
+        bad += len(seen - now)
+        seen |= now
     return bad
+
+
+def _compact(args: tuple[str, int]) -> int:
+    path, rounds = args
+    wh = QualityWarehouse(path=path)
+    for _ in range(rounds):
+        wh.publish()
+    return rounds
 
 
 def test_concurrent_writers_never_corrupt_the_warehouse(tmp_path: Path):
@@ -163,13 +177,39 @@ def test_concurrent_writers_never_corrupt_the_warehouse(tmp_path: Path):
     import multiprocessing
 
     # spawn, not fork: a forked child inherits the parent's DuckDB threads and locks
-    with ProcessPoolExecutor(4, mp_context=multiprocessing.get_context("spawn")) as pool:
-        writers = [pool.submit(_write_partition, (path, f"shard-{i}", 15)) for i in range(3)]
+    with ProcessPoolExecutor(5, mp_context=multiprocessing.get_context("spawn")) as pool:
+        writers = [pool.submit(_write_partition, (path, f"shard-{i}", 60)) for i in range(3)]
+        compactor = pool.submit(_compact, (path, 10))  # the CLI compacting while steps write and checks read
         reader = pool.submit(_read_consistent, (path, 30))
-        assert [w.result() for w in writers] == [15, 15, 15]
-        assert reader.result() == 0  # readers never saw a half-replaced partition
-    f = QualityWarehouse(path=path).funnel()
-    assert f.height == 9 and set(f.filter(pl.col("outcome") == "in")["count"]) == {114}
+        assert [w.result() for w in writers] == [60, 60, 60] and compactor.result() == 10
+        assert reader.result() == 0  # readers never saw a half-replaced, doubled or vanished partition
+    wh = QualityWarehouse(path=path)
+    f = wh.funnel()
+    assert f.height == 9 and set(f.filter(pl.col("outcome") == "in")["count"]) == {159}
+    wh.publish()
+    assert wh.file_count() == 0 and wh.funnel().equals(f)
+
+
+def test_warehouse_rows_replace_per_partition_and_an_old_table_file_is_kept_aside(tmp_path: Path):
+    import duckdb
+
+    old = tmp_path / "wh.duckdb"  # a warehouse written before the rows moved to parquet: tables, not views
+    con = duckdb.connect(str(old))
+    con.execute("CREATE TABLE funnel (partition VARCHAR, count BIGINT); INSERT INTO funnel VALUES ('x', 1)")
+    con.close()
+    wh = QualityWarehouse(path=str(old))
+    odd = "crawl 2/part=1%.tar"  # a shard key with a space, a slash, '=' and '%': one partition, read back as written
+    q = tmp_path / "q.parquet"
+    pl.DataFrame({"stage": ["raw_pairs"], "key": ["k"], "reason": ["not_an_image"]}).write_parquet(q)  # no member/message columns
+    wh.replace_partition("raw_pairs", odd, [("in", None, 4), ("quarantined", "not_an_image", 1)], q, "r1")
+    wh.replace_partition("raw_pairs", odd, [("in", None, 5)], None, "r2")  # replaces: the quarantine row goes too
+    wh.replace_partition("scored_pairs", odd, [("in", None, 5)], None, "r2")
+    assert wh.funnel().rows() == [(odd, "raw_pairs", "in", None, 5), (odd, "scored_pairs", "in", None, 5)]
+    assert wh.query("SELECT count(*) FROM quarantine").item() == 0
+    wh.publish()
+    (aside,) = tmp_path.glob("wh.tables-*.duckdb")
+    assert duckdb.connect(str(aside), read_only=True).execute("SELECT * FROM funnel").fetchall() == [("x", 1)]
+    assert duckdb.connect(str(old), read_only=True).execute("SELECT partition, count FROM funnel WHERE stage = 'raw_pairs'").fetchall() == [(odd, 5)]
 
 
 def test_two_partitions_in_parallel_with_the_multiprocess_executor(tmp_path: Path):

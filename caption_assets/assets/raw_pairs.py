@@ -148,11 +148,11 @@ def raw_pairs_reconcile(context: AssetCheckExecutionContext, lake: LakeStorage, 
     shard = context.partition_key
     pairs = lake.scan(STAGE, shard).select(pl.len().alias("n"), pl.col("uid").n_unique().alias("u")).collect().row(0)
     quarantined = lake.scan(QUARANTINE, shard).select(pl.len()).collect().item()
-    funnel = warehouse.query("SELECT outcome, sum(count) AS n FROM funnel WHERE stage = ? AND partition = ? GROUP BY outcome", [STAGE, shard])
+    funnel = warehouse.partition_rows("funnel", STAGE, shard).group_by("outcome").agg(pl.col("count").sum())
     by_outcome = dict(funnel.iter_rows())
     seen = int(by_outcome.get("in", -1))
     in_warehouse = int(by_outcome.get("passed", 0) + by_outcome.get("flagged", 0) + by_outcome.get("quarantined", 0))
-    listed = warehouse.query("SELECT value FROM stats WHERE stage = ? AND partition = ? AND name = 'img2dataset_count'", [STAGE, shard])
+    listed = warehouse.partition_rows("stats", STAGE, shard).filter(pl.col("name") == "img2dataset_count").select("value")
     urls = int(listed.item()) if listed.height else None
     passed = seen == pairs[0] + quarantined == in_warehouse and pairs[0] == pairs[1] and urls in (None, seen)
     return AssetCheckResult(
