@@ -67,9 +67,7 @@ class QualityWarehouse(ConfigurableResource):
         return rows_dir_for(self.path)
 
     def _write(self, name: str, keys: Mapping[str, str], df: pl.DataFrame) -> None:
-        table = TABLES[name]
-        ensure_schema_files(self.rows, table)
-        write_rows(self.rows, table, keys, df)
+        write_rows(self.rows, TABLES[name], keys, df)  # only the compactor writes a table's shared files (_compacted, schema)
 
     def replace_partition(
         self,
