@@ -6,13 +6,14 @@ Layout, per table with keys (hive, keys URL-encoded the way DuckDB writes them):
     <rows>/funnel/_compacted.parquet                                       every key compacted so far (+ ``_dir``)
 
 A write is one new file named by its write id (nanosecond time + random suffix), written to a temporary name
-and renamed into place; the key's files superseded more than five minutes ago are removed (a reader that listed
-one a moment ago still finds it). Readers take, for every key directory, its
+and renamed into place; the key's files written more than five minutes earlier are then removed (a key
+rewritten within minutes keeps its last files until compaction). Readers take, for every key directory, its
 newest file (an empty file is a key emptied on purpose), and the compacted rows of every key that has no file
 of its own. Compaction (one process at a time, on one machine) folds the newest file of every key into
 ``_compacted.parquet``, replaces it by rename, and only then removes exactly the files it folded: a write that
-lands meanwhile has a newer name, is not removed, and wins over the compacted rows. No reader ever sees a key
-twice or not at all, and no writer waits for anyone.
+lands meanwhile has a newer name, is not removed, and wins over the compacted rows. A reader whose listing
+names a file removed since lists again (``load_table``), so it never sees a key twice or not at all; no writer
+waits for anyone.
 
 Write ids order writes of the same key by the writers' clocks: keep clocks in sync (NTP), as the same key is
 written again only by a later run.
@@ -34,7 +35,7 @@ import polars as pl
 SCHEMA_KEY = "__schema__"  # a zero-row key per table: the views bind before any step wrote a row
 COMPACTED = "_compacted.parquet"
 KEY_DIR = "_dir"  # the compacted rows' key directory, relative to the table's folder
-SUPERSEDED_GRACE_S = 300.0  # a writer removes its key's older files only once they are this old (a reader listed them, maybe)
+SUPERSEDED_GRACE_S = 300.0  # a writer removes its key's older files only once they are this old (so rapid rewrites never starve a reader)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def write_rows(rows: Path, table: Table, keys: Mapping[str, str], df: pl.DataFra
                 raise
     cutoff = f"{time.time_ns() - int(SUPERSEDED_GRACE_S * 1e9):020d}"
     for old in folder.glob("*.parquet"):
-        if old.name < cutoff:  # superseded long enough ago that no reader's listing still names it
+        if old.name < cutoff:  # written long enough ago; ours is newer
             old.unlink(missing_ok=True)
     return target
 
