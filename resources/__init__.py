@@ -1,17 +1,19 @@
 """Dagster resources: crawl source, lake storage, quality warehouse and model resources.
 
-The model resources import torch / transformers / open_clip, so they load on first use: code that
-only needs storage or the warehouse (the CLI's report, ingest) does not pay for them.
+Each loads on first use: the model resources import torch / transformers / open_clip and the duplicate
+index imports the copy detector (scipy), so code that only needs storage or the warehouse (the CLI's
+report, a sensor) does not pay for them.
 """
 
 from importlib import import_module
 from typing import Any
 
-from resources.duplicate_index import DuplicateIndex
-from resources.storage import AnnotationSource, CrawlSource, LakeStorage
-from resources.warehouse import QualityWarehouse
-
-_MODEL_RESOURCES = {
+_RESOURCES = {
+    "DuplicateIndex": "resources.duplicate_index",
+    "AnnotationSource": "resources.storage",
+    "CrawlSource": "resources.storage",
+    "LakeStorage": "resources.storage",
+    "QualityWarehouse": "resources.warehouse",
     "Captioner": "resources.captioner",
     "ClipScorer": "resources.clip",
     "VisionExperts": "resources.experts",
@@ -22,6 +24,6 @@ __all__ = ["AnnotationSource", "DuplicateIndex", "CaptionFuser", "Captioner", "C
 
 
 def __getattr__(name: str) -> Any:
-    if name in _MODEL_RESOURCES:
-        return getattr(import_module(_MODEL_RESOURCES[name]), name)
+    if name in _RESOURCES:
+        return getattr(import_module(_RESOURCES[name]), name)
     raise AttributeError(f"module 'resources' has no attribute {name!r}")

@@ -43,6 +43,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     Table("stage_truth", ("run_id",), {"stage": S, "metric": S, "value": F, "n": I, "run_id": S, "created_at": T}),
 )}
 PARTITION_TABLES = ("funnel", "stats", "versions", "quarantine")
+VIEWS_VERSION = 1  # bump when view_sql changes, so the CLI rewrites the views of existing files
 FUNNEL_COLUMNS = ("outcome", "reason", "count")
 
 
@@ -165,19 +166,25 @@ class QualityWarehouse(ConfigurableResource):
             for table in TABLES.values():
                 ensure_schema_files(self.rows, table)
                 compact(self.rows, table)
+            layout = f"{self.rows.resolve().as_posix()}|{VIEWS_VERSION}"  # the views' SQL depends on nothing else
             if db.exists():
                 con = duckdb.connect(str(db), read_only=True)
                 try:
                     tables = con.execute("SELECT count(*) FROM duckdb_tables() WHERE NOT temporary").fetchone()[0]
+                    marked = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = '_layout'").fetchone()[0]
+                    current = marked and con.execute("SELECT layout FROM _layout").fetchone()[0] == layout
                 finally:
                     con.close()
                 if tables:
                     db.rename(db.with_name(f"{db.stem}.tables-{time.strftime('%Y%m%d-%H%M%S')}.duckdb"))
+                elif current:
+                    return db  # the views are already these: no write, so a reader holding the file open never blocks us
             con = duckdb.connect(str(db))
             try:
                 for name, table in TABLES.items():
                     sql = view_sql(self.rows, table) if has_schema_files(self.rows, table) else empty_view_sql(table)
                     con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+                con.execute(f"CREATE OR REPLACE VIEW _layout AS SELECT '{layout}' AS layout")
             finally:
                 con.close()
         return db
