@@ -106,17 +106,33 @@ def _atomic_write(df: pl.DataFrame, target: Path) -> Path:
     return target
 
 
+def _create_if_missing(df: pl.DataFrame, target: Path) -> None:
+    """Write ``target`` only if nothing is there, atomically (a hard link fails on an existing name): a seed
+    never overwrites rows a step wrote a moment earlier."""
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+    df.write_parquet(tmp)
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def schema_dir(table: Table) -> str:
+    return "/".join(f"{k}={SCHEMA_KEY}" for k in table.keys)
+
+
 def ensure_schema_files(rows: Path, table: Table) -> None:
     """The zero-row files that give a table's views their columns before any row exists."""
     if not table.keys:
-        if not (rows / table.name / "data.parquet").exists():
-            write_rows(rows, table, {}, pl.DataFrame())
+        _create_if_missing(pl.DataFrame(schema=table.file_columns), rows / table.name / "data.parquet")
         return
-    seed = key_dir(rows, table, {k: SCHEMA_KEY for k in table.keys}) / "0.parquet"
-    if not seed.exists():
-        _atomic_write(pl.DataFrame(schema=table.file_columns), seed)
-    if not (rows / table.name / COMPACTED).exists():
-        _atomic_write(pl.DataFrame(schema={**table.columns, KEY_DIR: pl.String()}), rows / table.name / COMPACTED)
+    _create_if_missing(pl.DataFrame(schema=table.file_columns), rows / table.name / schema_dir(table) / "0.parquet")
+    _create_if_missing(pl.DataFrame(schema={**table.columns, KEY_DIR: pl.String()}), rows / table.name / COMPACTED)
 
 
 def has_schema_files(rows: Path, table: Table) -> bool:
@@ -153,18 +169,26 @@ def duckdb_type(dtype: pl.DataType) -> str:
     return {pl.String: "VARCHAR", pl.Float64: "DOUBLE", pl.Int64: "BIGINT", pl.Datetime: "TIMESTAMP"}[dtype.base_type()]
 
 
-def key_rows(rows: Path, table: Table, keys: Mapping[str, str]) -> pl.DataFrame:
-    """One key's rows from its newest file, else from the compacted file: no listing of the table."""
+def key_rows(rows: Path, table: Table, keys: Mapping[str, str], attempts: int = 5) -> pl.DataFrame:
+    """One key's rows from its newest file, else from the compacted file: no listing of the table. A file removed
+    after we listed it (a compaction folded it, or a later write superseded it) means: look again."""
     folder = key_dir(rows, table, keys)
-    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-    if files:
-        df = conform(pl.read_parquet(files[-1]), table.file_columns).with_columns(**{k: pl.lit(keys[k], dtype=pl.String) for k in table.keys})
-        return df.select(list(table.columns))
     compacted = rows / table.name / COMPACTED
-    if not compacted.exists():
-        return pl.DataFrame(schema=table.columns)
     rel = folder.relative_to(rows / table.name).as_posix()
-    return pl.scan_parquet(compacted).filter(pl.col(KEY_DIR) == rel).select(list(table.columns)).collect()
+    for attempt in range(attempts):
+        try:
+            files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
+            if files:
+                df = conform(pl.read_parquet(files[-1]), table.file_columns)
+                return df.with_columns(**{k: pl.lit(keys[k], dtype=pl.String) for k in table.keys}).select(list(table.columns))
+            if not compacted.exists():
+                return pl.DataFrame(schema=table.columns)
+            return conform(pl.scan_parquet(compacted).filter(pl.col(KEY_DIR) == rel).collect(), table.columns)
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def key_files(rows: Path, table: Table) -> dict[str, list[Path]]:
@@ -178,7 +202,7 @@ def key_files(rows: Path, table: Table) -> dict[str, list[Path]]:
         level = [Path(e.path) for d in level if d.is_dir() for e in os.scandir(d) if e.is_dir() and "=" in e.name]
     for d in level:
         rel = d.relative_to(base).as_posix()
-        if SCHEMA_KEY in rel:
+        if rel == schema_dir(table):
             continue
         files = sorted(Path(e.path) for e in os.scandir(d) if e.name.endswith(".parquet") and not e.name.startswith("."))
         if files:

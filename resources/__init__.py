@@ -8,16 +8,19 @@ report, a sensor) does not pay for them.
 from importlib import import_module
 from typing import Any
 
+_MODEL_RESOURCES = {  # the resources that import torch / transformers / an LLM client
+    "Captioner": "resources.captioner",
+    "ClipScorer": "resources.clip",
+    "VisionExperts": "resources.experts",
+    "CaptionFuser": "resources.fuser",
+}
 _RESOURCES = {
     "DuplicateIndex": "resources.duplicate_index",
     "AnnotationSource": "resources.storage",
     "CrawlSource": "resources.storage",
     "LakeStorage": "resources.storage",
     "QualityWarehouse": "resources.warehouse",
-    "Captioner": "resources.captioner",
-    "ClipScorer": "resources.clip",
-    "VisionExperts": "resources.experts",
-    "CaptionFuser": "resources.fuser",
+    **_MODEL_RESOURCES,
 }
 
 __all__ = ["AnnotationSource", "DuplicateIndex", "CaptionFuser", "Captioner", "ClipScorer", "VisionExperts", "CrawlSource", "LakeStorage", "QualityWarehouse"]

@@ -213,9 +213,13 @@ def test_warehouse_rows_replace_per_partition_and_an_old_table_file_is_kept_asid
     assert reader.execute("SELECT partition, count FROM funnel WHERE stage = 'raw_pairs'").fetchall() == [(odd, 5)]
     written = old.stat().st_mtime_ns
     wh.replace_partition("raw_pairs", "b.tar", [("in", None, 2)], None, "r3")
+    wh.replace_partition("raw_pairs", "b__schema__.tar", [("in", None, 1)], None, "r3")  # named like the seed key, still a shard
     wh.publish()  # compacts; the views are already right, so the file is not rewritten and the open session is no obstacle
     assert old.stat().st_mtime_ns == written and wh.file_count() == 0
-    assert reader.execute("SELECT partition, count FROM funnel WHERE stage = 'raw_pairs' ORDER BY 1").fetchall() == [("b.tar", 2), (odd, 5)]
+    expected = [("b.tar", 2), ("b__schema__.tar", 1), (odd, 5)]
+    assert reader.execute("SELECT partition, count FROM funnel WHERE stage = 'raw_pairs' ORDER BY 1").fetchall() == expected
+    assert wh.query("SELECT partition, count FROM funnel WHERE stage = 'raw_pairs' ORDER BY 1").rows() == expected
+    assert wh.partition_rows("funnel", "raw_pairs", "b__schema__.tar")["count"].to_list() == [1]
     reader.close()
 
 
