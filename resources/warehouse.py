@@ -42,9 +42,7 @@ TABLES: dict[str, Table] = {t.name: t for t in (
                                                   "n_seeds": I, "n_queries": I, "run_id": S, "created_at": T}),
     Table("stage_truth", ("run_id",), {"stage": S, "metric": S, "value": F, "n": I, "run_id": S, "created_at": T}),
 )}
-PARTITION_TABLES = ("funnel", "stats", "versions", "quarantine")
 VIEWS_VERSION = 1  # bump when view_sql changes, so the CLI rewrites the views of existing files
-FUNNEL_COLUMNS = ("outcome", "reason", "count")
 
 
 def rows_dir_for(path: str | Path) -> Path:
