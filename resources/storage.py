@@ -1,19 +1,18 @@
 """Where shards are read from and where per-partition outputs are written.
 
-Outputs are written to a temporary name and renamed into place, so a crashed run never leaves a
-half-written file for a downstream asset to read.
+Outputs are written to a temporary name and renamed into place (``atomic_write_parquet``), so a crashed
+run never leaves a half-written file for a downstream asset to read.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 import polars as pl
 from dagster import ConfigurableResource
 
+from caption_assets.atomic_io import atomic_write_parquet
 from caption_assets.shards import discover_shards
 
 
@@ -65,16 +64,6 @@ class LakeStorage(ConfigurableResource):
         if not folder.is_dir():
             return {}
         return {unquote(p.name[: -len(".parquet")]): p for p in sorted(folder.glob("*.parquet"))}
-
-
-def atomic_write_parquet(df: pl.DataFrame, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        df.write_parquet(tmp, compression="zstd", statistics=True)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class AnnotationSource(ConfigurableResource):
