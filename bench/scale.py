@@ -80,11 +80,11 @@ def fill_warehouse(path: Path, shards: list[str], rows_per_shard: int) -> float:
                "recaptioned_pairs": ["degenerate"], "vision_expert_tags": [None], "fused_captions": ["guardrail"]}
     warehouse = QualityWarehouse(path=str(path))
     with tempfile.TemporaryDirectory() as tmp:
+        q = Path(tmp) / "q.parquet"  # every shard's two quarantined members
+        pl.DataFrame({"stage": ["raw_pairs"] * 2, "key": ["k0", "k1"], "member": ["k0.jpg", "k1.jpg"], "reason": ["not_an_image"] * 2,
+                      "message": ["cannot identify image file"] * 2}).write_parquet(q)
         t0, writes = time.perf_counter(), 0
         for i, p in enumerate(shards):
-            q = Path(tmp) / "q.parquet"
-            pl.DataFrame({"stage": ["raw_pairs"] * 2, "key": ["k0", "k1"], "member": ["k0.jpg", "k1.jpg"], "reason": ["not_an_image"] * 2,
-                          "message": ["cannot identify image file"] * 2}).write_parquet(q)
             for stage in STAGES:
                 funnel = [("in", None, rows_per_shard)] + [("filtered", r, int(rng.integers(0, 10))) for r in reasons[stage]]
                 versions = {"alignment_levels": "levels-old" if i % 20 == 0 else "levels-current"} if stage == "scored_pairs" else None

@@ -321,14 +321,14 @@ def publish_warehouse() -> None:
 
 def print_where(home: Path) -> None:
     from caption_assets.settings import load_settings
-    from resources import QualityWarehouse
+    from resources.warehouse import rows_dir_for
 
     s = load_settings()
     publish_warehouse()
     print("\nWhere to look:")
     script = Path(sys.executable).parent / "caption-assets"  # the venv's script: works without activating it
     print(f"  UI         {UI_HINT.format(home=home, exe=script if script.exists() else 'caption-assets')}")
-    print(f"  warehouse  {s.warehouse_path}   (caption-assets report, or duckdb -readonly; the rows: {QualityWarehouse(path=str(s.warehouse_path)).rows}/)")
+    print(f"  warehouse  {s.warehouse_path}   (caption-assets report, or duckdb -readonly; the rows: {rows_dir_for(s.warehouse_path)}/)")
     print(f"  outputs    {s.lake_dir}/<asset>/<shard>.parquet")
     export = s.lake_dir / "compressed_dataset"
     if (export / "manifest.parquet").exists():

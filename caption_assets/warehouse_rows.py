@@ -32,6 +32,8 @@ from urllib.parse import quote
 import duckdb
 import polars as pl
 
+from caption_assets.atomic_io import atomic_write_parquet
+
 SCHEMA_KEY = "__schema__"  # a zero-row key per table: the views bind before any step wrote a row
 COMPACTED = "_compacted.parquet"
 KEY_DIR = "_dir"  # the compacted rows' key directory, relative to the table's folder
@@ -67,43 +69,52 @@ def new_write_id() -> str:
     return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
 
 
+def _files(folder: Path) -> list[Path]:
+    """A key folder's row files, oldest first (temporary files, named ``.*.tmp``, left out)."""
+    return sorted(Path(e.path) for e in os.scandir(folder) if e.name.endswith(".parquet")) if folder.is_dir() else []
+
+
+def _retry(read, attempts: int = 5, errors: tuple[type[BaseException], ...] = (FileNotFoundError,)):
+    """``read()`` again when a file it listed was removed meanwhile (folded by a compaction, or superseded)."""
+    for attempt in range(attempts):
+        try:
+            return read()
+        except errors:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def write_rows(rows: Path, table: Table, keys: Mapping[str, str], df: pl.DataFrame) -> Path:
     """Replace the rows of one key (no rows: the key reads empty). Without keys the table is one file."""
     data = conform(df, table.file_columns)
     if not table.keys:
-        return _atomic_write(data, rows / table.name / "data.parquet")
+        return atomic_write_parquet(data, rows / table.name / "data.parquet")
     folder = key_dir(rows, table, keys)
     target = folder / f"{new_write_id()}.parquet"
     if data.is_empty() and not _has_rows(rows, table, folder):
         return target  # nothing to empty: no file (most partitions have no stats or versions of a stage)
     for attempt in range(5):  # a compaction may remove the emptied folder between our mkdir and rename
         try:
-            _atomic_write(data, target)
+            atomic_write_parquet(data, target)
             break
         except FileNotFoundError:
             if attempt == 4:
                 raise
     cutoff = f"{time.time_ns() - int(SUPERSEDED_GRACE_S * 1e9):020d}"
-    for old in folder.glob("*.parquet"):
+    for old in _files(folder):
         if old.name < cutoff:  # written long enough ago; ours is newer
             old.unlink(missing_ok=True)
     return target
 
 
 def _has_rows(rows: Path, table: Table, folder: Path) -> bool:
-    if folder.is_dir() and any(folder.glob("*.parquet")):
+    if _files(folder):
         return True
     compacted = rows / table.name / COMPACTED
     rel = folder.relative_to(rows / table.name).as_posix()
     return compacted.exists() and pl.scan_parquet(compacted).filter(pl.col(KEY_DIR) == rel).select(pl.len()).collect().item() > 0
-
-
-def _atomic_write(df: pl.DataFrame, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    df.write_parquet(tmp)
-    os.replace(tmp, target)
-    return target
 
 
 def _create_if_missing(df: pl.DataFrame, target: Path) -> None:
@@ -135,12 +146,6 @@ def ensure_schema_files(rows: Path, table: Table) -> None:
     _create_if_missing(pl.DataFrame(schema={**table.columns, KEY_DIR: pl.String()}), rows / table.name / COMPACTED)
 
 
-def has_schema_files(rows: Path, table: Table) -> bool:
-    if not table.keys:
-        return (rows / table.name / "data.parquet").exists()
-    return (rows / table.name / COMPACTED).exists()
-
-
 def _glob(rows: Path, table: Table) -> str:
     return (rows / table.name).as_posix() + "/" + "/".join(["*"] * len(table.keys) + ["*.parquet"])
 
@@ -160,35 +165,22 @@ def view_sql(rows: Path, table: Table) -> str:
     )
 
 
-def empty_view_sql(table: Table) -> str:
-    cols = ", ".join(f'NULL::{duckdb_type(t)} AS "{c}"' for c, t in table.columns.items())
-    return f"SELECT {cols} WHERE false"
-
-
-def duckdb_type(dtype: pl.DataType) -> str:
-    return {pl.String: "VARCHAR", pl.Float64: "DOUBLE", pl.Int64: "BIGINT", pl.Datetime: "TIMESTAMP"}[dtype.base_type()]
-
-
-def key_rows(rows: Path, table: Table, keys: Mapping[str, str], attempts: int = 5) -> pl.DataFrame:
-    """One key's rows from its newest file, else from the compacted file: no listing of the table. A file removed
-    after we listed it (a compaction folded it, or a later write superseded it) means: look again."""
+def key_rows(rows: Path, table: Table, keys: Mapping[str, str]) -> pl.DataFrame:
+    """One key's rows from its newest file, else from the compacted file: no listing of the table."""
     folder = key_dir(rows, table, keys)
     compacted = rows / table.name / COMPACTED
     rel = folder.relative_to(rows / table.name).as_posix()
-    for attempt in range(attempts):
-        try:
-            files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith(".")) if folder.is_dir() else []
-            if files:
-                df = conform(pl.read_parquet(files[-1]), table.file_columns)
-                return df.with_columns(**{k: pl.lit(keys[k], dtype=pl.String) for k in table.keys}).select(list(table.columns))
-            if not compacted.exists():
-                return pl.DataFrame(schema=table.columns)
-            return conform(pl.scan_parquet(compacted).filter(pl.col(KEY_DIR) == rel).collect(), table.columns)
-        except FileNotFoundError:
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+
+    def read() -> pl.DataFrame:
+        files = _files(folder)
+        if files:
+            df = conform(pl.read_parquet(files[-1]), table.file_columns)
+            return df.with_columns(**{k: pl.lit(keys[k], dtype=pl.String) for k in table.keys}).select(list(table.columns))
+        if not compacted.exists():
+            return pl.DataFrame(schema=table.columns)
+        return conform(pl.scan_parquet(compacted).filter(pl.col(KEY_DIR) == rel).collect(), table.columns)
+
+    return _retry(read)
 
 
 def key_files(rows: Path, table: Table) -> dict[str, list[Path]]:
@@ -204,7 +196,7 @@ def key_files(rows: Path, table: Table) -> dict[str, list[Path]]:
         rel = d.relative_to(base).as_posix()
         if rel == schema_dir(table):
             continue
-        files = sorted(Path(e.path) for e in os.scandir(d) if e.name.endswith(".parquet") and not e.name.startswith("."))
+        files = _files(d)
         if files:
             out[rel] = files
     return out
@@ -231,40 +223,34 @@ def sql_frame(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | N
     return pl.from_arrow(to_arrow())  # type: ignore[return-value]
 
 
-def load_table(rows: Path, table: Table, attempts: int = 5) -> pl.DataFrame:
-    """Every current row of a table from one listing: each key's newest file, then the compacted rows of the keys
-    with no file. A file a concurrent compaction removed after the listing means the compacted file already holds
-    it: list again."""
+def _current(rows: Path, table: Table) -> tuple[dict[str, list[Path]], pl.DataFrame]:
+    """From one listing: the key files, and every current row with its key folder (each listed key's newest file,
+    then the compacted rows of the keys with no file)."""
+    base = rows / table.name
+    listed = key_files(rows, table)
+    fresh = _read_keys([files[-1].as_posix() for files in listed.values()], table, base)
+    compacted = conform(pl.read_parquet(base / COMPACTED), fresh.schema) if (base / COMPACTED).exists() else fresh.clear()
+    return listed, pl.concat([compacted.filter(~pl.col(KEY_DIR).is_in(list(listed))), fresh])
+
+
+def load_table(rows: Path, table: Table) -> pl.DataFrame:
+    """Every current row of a table. A file a concurrent compaction removed after the listing means the compacted
+    file already holds it: list again."""
     if not table.keys:
         path = rows / table.name / "data.parquet"
         return conform(pl.read_parquet(path), table.columns) if path.exists() else pl.DataFrame(schema=table.columns)
-    base = rows / table.name
-    for attempt in range(attempts):
-        try:
-            listed = key_files(rows, table)
-            fresh = _read_keys([files[-1].as_posix() for files in listed.values()], table, base)
-            compacted = pl.read_parquet(base / COMPACTED) if (base / COMPACTED).exists() else fresh.clear()
-            return pl.concat([fresh, conform(compacted.filter(~pl.col(KEY_DIR).is_in(list(listed))), fresh.schema)]).drop(KEY_DIR)
-        except (FileNotFoundError, duckdb.IOException):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    raise AssertionError("unreachable")
+    return _retry(lambda: _current(rows, table)[1], errors=(FileNotFoundError, duckdb.IOException)).drop(KEY_DIR)
 
 
 def compact(rows: Path, table: Table) -> int:
     """Fold every key's newest file into ``_compacted.parquet``; returns the files removed. Run by one process at a time."""
     if not table.keys:
         return 0
-    ensure_schema_files(rows, table)
-    listed = key_files(rows, table)
+    listed, merged = _current(rows, table)
     if not listed:
         return 0
     base = rows / table.name
-    fresh = _read_keys([files[-1].as_posix() for files in listed.values()], table, base)
-    old = conform(pl.read_parquet(base / COMPACTED), fresh.schema)
-    merged = pl.concat([old.filter(~pl.col(KEY_DIR).is_in(list(listed))), fresh])
-    _atomic_write(merged.sort(KEY_DIR, maintain_order=True), base / COMPACTED)
+    atomic_write_parquet(merged.sort(KEY_DIR, maintain_order=True), base / COMPACTED)
     removed = 0
     for rel, files in listed.items():
         for f in files:

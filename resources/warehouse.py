@@ -26,7 +26,7 @@ from dagster import ConfigurableResource
 from filelock import FileLock
 
 from caption_assets.warehouse_rows import (
-    Table, compact, empty_view_sql, ensure_schema_files, file_count, has_schema_files, key_rows, load_table, sql_frame, view_sql, write_rows,
+    Table, compact, ensure_schema_files, file_count, key_rows, load_table, sql_frame, view_sql, write_rows,
 )
 
 S, F, I, T = pl.String(), pl.Float64(), pl.Int64(), pl.Datetime("us")
@@ -179,9 +179,8 @@ class QualityWarehouse(ConfigurableResource):
                     return db  # the views are already these: no write, so a reader holding the file open never blocks us
             con = duckdb.connect(str(db))
             try:
-                for name, table in TABLES.items():
-                    sql = view_sql(self.rows, table) if has_schema_files(self.rows, table) else empty_view_sql(table)
-                    con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+                for name, table in TABLES.items():  # every table has its schema files by now: each view binds
+                    con.execute(f"CREATE OR REPLACE VIEW {name} AS {view_sql(self.rows, table)}")
                 con.execute(f"CREATE OR REPLACE VIEW _layout AS SELECT '{layout}' AS layout")
             finally:
                 con.close()
