@@ -386,11 +386,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--executor", choices=EXECUTORS, default=None, help="where each run's steps execute (default: the settings', multiprocess)")
     run.add_argument("--max-runs", type=int, default=None, help="runs in flight at once (default: CAPTION_ASSETS_MAX_CONCURRENT_RUNS, 2)")
     sub.add_parser("demo", help="run the whole chain on the bundled sample crawl (offline), then curation_eval")
-    ev = sub.add_parser("eval", help="train the fixed small-CLIP recipe on the curated set and its baselines; print the comparison")
+    ev = sub.add_parser("eval", help="train the fixed recipe on the curated set and its baselines; print the comparison")
     ev.add_argument("--out", type=Path, default=None, help="data folder of an earlier run (default: the profile's)")
     ev.add_argument("--crawl", type=Path, default=None, help="its crawl folder (the truth table is read from beside it)")
     ev.add_argument("--steps", type=int, default=None, help="training steps of the recipe (default: the profile's)")
     ev.add_argument("--seeds", type=str, default=None, help="comma-separated seeds, e.g. 0,1,2 (default: the profile's)")
+    ev.add_argument("--model", choices=("bag", "open_clip"), default=None, help="the recipe's model (default: the profile's, bag)")
     report = sub.add_parser("report", help="print the funnel from the quality warehouse (and write the HTML report)")
     report.add_argument("--out", type=Path, default=None)
     report.add_argument("--html", type=Path, default=None, help="write the one-page HTML report here")
@@ -439,6 +440,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides: dict[str, object] = {}
             if args.steps is not None:
                 overrides["steps"] = args.steps
+            if args.model is not None:
+                overrides["model"] = args.model
             if args.seeds is not None:
                 try:
                     overrides["seeds"] = [int(x) for x in args.seeds.split(",") if x.strip()]

@@ -59,11 +59,12 @@ def test_the_same_run_gives_the_same_interval_and_the_summary_carries_it():
     row = ev.filter((pl.col("training_set") == "curated") & (pl.col("metric") == "t2i_r1")).row(0, named=True)
     assert row["ci_lo"] < row["mean"] < row["ci_hi"] and row["mean"] == pytest.approx(runs.filter(pl.col("training_set") == "curated")["t2i_r1"].mean())
     line = headline(ev, one)
-    d = one.filter((pl.col("baseline") == "random_same_size") & (pl.col("metric") == "t2i_r1")).row(0, named=True)
+    d = one.filter((pl.col("baseline") == "random_same_size") & (pl.col("metric") == "t2i_r5")).row(0, named=True)
+    assert line.startswith("curated (100 pairs) text->image R@5 (held-out phrasing)")
     assert f"beats random_same_size by {d['diff'] * 100:+.1f} pts [{d['ci_lo'] * 100:+.1f}, {d['ci_hi'] * 100:+.1f}]" in line
-    assert "(95% intervals over 3 seeds x 400 queries)" in line and "held-out phrasing" in line
-    r5 = one.filter((pl.col("baseline") == "random_same_size") & (pl.col("metric") == "t2i_r5")).row(0, named=True)
-    assert line.endswith(f"; at R@5: beats random_same_size ({r5['diff'] * 100:+.1f} pts [{r5['ci_lo'] * 100:+.1f}, {r5['ci_hi'] * 100:+.1f}])")
+    assert "(95% intervals over 3 seeds x 400 queries)" in line
+    r1 = one.filter((pl.col("baseline") == "random_same_size") & (pl.col("metric") == "t2i_r1")).row(0, named=True)
+    assert line.endswith(f"; at R@1: beats random_same_size ({r1['diff'] * 100:+.1f} pts [{r1['ci_lo'] * 100:+.1f}, {r1['ci_hi'] * 100:+.1f}])")
     assert differences_table(one)["vs"].to_list() == ["curated - random_same_size", "curated - all_raw"]
 
 

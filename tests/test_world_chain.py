@@ -16,7 +16,7 @@ from caption_assets.curation_eval.headline import gaps, headline, wide_table
 from caption_assets.curation_eval.recipe import Recipe
 from caption_assets.curation_eval.run import summarise
 from caption_assets.curation_eval.stage_truth import LakeFrames, stage_truth
-from caption_assets.curation_eval.testset import METRICS, recall_at
+from caption_assets.curation_eval.testset import HEADLINE, METRICS, recall_at
 from caption_assets.curation_eval.training_sets import TRAINING_SETS, build_training_sets
 from tests.helpers import hostile_crawl
 
@@ -65,12 +65,12 @@ def test_summary_is_mean_and_sample_sd_over_seeds():
     ev = summarise(runs, Recipe(steps=7, batch_size=8), ["curated", "random_same_size"])
     assert ev.columns == ["training_set", "metric", "mean", "sd", "n_pairs", "samples_seen", "seeds", "ci_lo", "ci_hi"]
     assert ev.height == 2 * len(METRICS) and ev["training_set"].to_list()[:len(METRICS)] == ["curated"] * len(METRICS)
-    vals = np.array([r["t2i_r1"] for r in rows if r["training_set"] == "curated"])
-    row = ev.filter((pl.col("training_set") == "curated") & (pl.col("metric") == "t2i_r1"))
+    vals = np.array([r[HEADLINE] for r in rows if r["training_set"] == "curated"])
+    row = ev.filter((pl.col("training_set") == "curated") & (pl.col("metric") == HEADLINE))
     assert row["mean"][0] == pytest.approx(vals.mean()) and row["sd"][0] == pytest.approx(vals.std(ddof=1))
     assert row["samples_seen"][0] == 56 and row["seeds"][0] == "0,1,2" and row["n_pairs"][0] == 11
-    assert gaps(ev)["random_same_size"] == pytest.approx(vals.mean() - np.mean([r["t2i_r1"] for r in rows if r["training_set"] == "random_same_size"]))
-    assert headline(ev).startswith("curated (11 pairs) text->image R@1") and "vs random_same_size" in headline(ev)
+    assert gaps(ev)["random_same_size"] == pytest.approx(vals.mean() - np.mean([r[HEADLINE] for r in rows if r["training_set"] == "random_same_size"]))
+    assert headline(ev).startswith("curated (11 pairs) text->image R@5 (held-out phrasing)") and "vs random_same_size" in headline(ev)
     assert wide_table(ev).columns == ["training_set", "n_pairs", *METRICS]
 
 
@@ -245,12 +245,12 @@ def test_curation_eval_writes_the_tables_metadata_check_and_report(world_eval):
 
     mats = [e.event_specific_data.materialization for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
     meta = mats[0].metadata
-    assert meta["headline"].value.startswith(f"curated ({n_export} pairs) text->image R@1")
+    assert meta["headline"].value.startswith(f"curated ({n_export} pairs) text->image R@5 (held-out phrasing)")
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert [c.check_name for c in checks] == ["curated_beats_random_same_size"]
     diffs = wh.latest_differences()
     assert set(diffs["baseline"]) == {"random_same_size", "all_raw", "curated_alt_text", "clip_score_top"} and diffs.height == 4 * len(METRICS)
-    d = diffs.filter((pl.col("baseline") == "random_same_size") & (pl.col("metric") == "t2i_r1")).row(0, named=True)
+    d = diffs.filter((pl.col("baseline") == "random_same_size") & (pl.col("metric") == HEADLINE)).row(0, named=True)
     assert checks[0].passed == (d["ci_lo"] > 0) and checks[0].metadata["ci_lo"].value == d["ci_lo"]
     assert (ev["ci_lo"] <= ev["mean"]).all() and (ev["mean"] <= ev["ci_hi"]).all()
     assert f"{d['diff'] * 100:+.1f} pts [{d['ci_lo'] * 100:+.1f}, {d['ci_hi'] * 100:+.1f}]" in meta["headline"].value

@@ -37,6 +37,8 @@ class CurationEvalConfig(Config):
     Defaults are the settings' ``evaluation:`` section (``build_curation_eval``), these fields' values otherwise."""
 
     seeds: list[int] = [0, 1, 2]
+    model: str = _RECIPE.model  # bag (seconds a run; learns from hundreds of pairs) or open_clip (a small CLIP end to end)
+    lr: float | None = None  # default: the model's (recipe.DEFAULT_LR)
     steps: int = _RECIPE.steps
     batch_size: int = _RECIPE.batch_size
     training_sets: list[str] = list(TRAINING_SETS)
@@ -47,7 +49,7 @@ class CurationEvalConfig(Config):
     truth_table: str | None = None  # default: truth.parquet beside the crawl folder (world crawls write it there)
 
     def recipe(self) -> Recipe:
-        return Recipe(steps=self.steps, batch_size=self.batch_size, warmup=max(1, self.steps // 10))
+        return Recipe(steps=self.steps, batch_size=self.batch_size, warmup=max(1, self.steps // 10), model=self.model, lr=self.lr)
 
 
 def read_lake(lake: LakeStorage, semdedup_eps: float | None = None) -> LakeFrames:
@@ -90,7 +92,7 @@ def _asset_decorator():
         op_tags=LIGHT_STEP_TAGS,
         code_version="curation_eval-v1",
         check_specs=[AssetCheckSpec(CHECK, asset=ASSET, description=(
-            "curated must train a better model than a random subset of the same size (text->image R@1, held-out phrasing): "
+            "curated must train a better model than a random subset of the same size (text->image R@5, held-out phrasing; README \"Does curation help?\"): "
             "passes when the 95% interval of the difference lies above 0, warns when it straddles 0, fails when it lies below"))],
         description=(
             "DataComp in miniature: the same small CLIP recipe (architecture, samples seen, seeds) trained on the curated "

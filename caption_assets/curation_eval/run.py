@@ -103,7 +103,7 @@ def evaluate_training_sets(
             done = map(_train_and_measure, tasks)
         for r in done:
             results.append(r)
-            log(f"  {r['training_set']:18s} seed {r['seed']}  n={r['n_pairs']:6d}  t2i R@1 {r['t2i_r1']:.3f}  ({time.perf_counter() - t0:.0f}s)")
+            log(f"  {r['training_set']:18s} seed {r['seed']}  n={r['n_pairs']:6d}  t2i R@5 {r['t2i_r5']:.3f} R@1 {r['t2i_r1']:.3f}  ({time.perf_counter() - t0:.0f}s)")
     return pl.DataFrame(results)
 
 
