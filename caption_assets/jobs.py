@@ -55,7 +55,7 @@ compress_job = define_asset_job(
 eval_job = define_asset_job(
     "evaluate_curation",
     selection=AssetSelection.assets("curation_eval"),
-    description="Train the fixed small-CLIP recipe on the curated set and its baselines; judge every stage against the truth table.",
+    description="Train the fixed recipe on the curated set and its baselines; judge every stage against the truth table.",
 )
 
 

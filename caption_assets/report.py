@@ -157,7 +157,7 @@ def evaluation_html(evaluation: pl.DataFrame, truth: pl.DataFrame, diffs: pl.Dat
         f'<section id="curation-eval"><h2>Does curation help? (curation_eval)</h2><p class="headline">{html.escape(headline(evaluation, diffs))}</p>'
         f"<p>Run {html.escape(str(evaluation['run_id'][0])[:8])}, {html.escape(str(evaluation['created_at'][0])[:16])}.</p>"
         f'<figure><img alt="curation_eval bars" src="data:image/png;base64,{evaluation_plot(evaluation)}"/></figure>'
-        f"<p>Percent; bars are means over seeds, error bars the 95% interval over seeds and test queries; the same small-CLIP recipe "
+        f"<p>Percent; bars are means over seeds, error bars the 95% interval over seeds and test queries; the same training recipe (model, steps, seeds) "
         f"and samples seen for every training set, tested on the world's held-out split. Metrics without a suffix query in the held-out "
         f"phrasing no caption source uses; <code>_canonical</code> ones in the caption grammar's own.</p>"
         f"{paired}{table_html(wide_table(evaluation))}<details><summary>recipe</summary><pre>{html.escape(recipe)}</pre></details>{stage}</section>"

@@ -95,7 +95,7 @@ def _asset_decorator():
             "curated must train a better model than a random subset of the same size (text->image R@5, held-out phrasing; README \"Does curation help?\"): "
             "passes when the 95% interval of the difference lies above 0, warns when it straddles 0, fails when it lies below"))],
         description=(
-            "DataComp in miniature: the same small CLIP recipe (architecture, samples seen, seeds) trained on the curated "
+            "DataComp in miniature: the same training recipe (model, samples seen, seeds) trained on the curated "
             "export, its images with their alt-texts, a random subset of the same size, the top pairs by CLIP score, and "
             "every ingested pair; measured on the world's held-out test split. Plus every stage judged against the crawl's truth table."
         ),
@@ -161,7 +161,7 @@ def evaluate_lake(context: AssetExecutionContext, config: CurationEvalConfig, la
     yield MaterializeResult(
         metadata={
             "headline": MetadataValue.text(line),
-            "curated_t2i_r1": cur[0],
+            f"curated_{HEADLINE}": cur[0],
             **{f"gap_vs_{b}": g for b, g in gaps(evaluation).items()},
             "differences": md_table(differences_table(diffs)) if not diffs.is_empty() else MetadataValue.text("no baseline compared"),
             "evaluation": md_table(wide_table(evaluation)),
