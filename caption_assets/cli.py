@@ -78,6 +78,21 @@ def _configure_env(crawl: Path | None, out: Path | None, profile: str | None, ex
     return home
 
 
+def _cli_owns(instance) -> bool:
+    """Whether this instance's dagster.yaml is the one the CLI writes (not a deployment's or a cluster's)."""
+    config = Path(instance.root_directory) / "dagster.yaml"
+    return config.exists() and config.read_text().startswith(INSTANCE_YAML.splitlines()[0])
+
+
+def visible_gpus() -> int:
+    """GPUs this process may use (CUDA_VISIBLE_DEVICES, else the NVIDIA driver's list), without importing torch."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return len([d for d in env.split(",") if d.strip() not in ("", "-1")])
+    folder = Path("/proc/driver/nvidia/gpus")
+    return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+
 def cluster_dir(path: Path | None = None) -> Path:
     return (path or Path(os.environ.get("CAPTION_ASSETS_CLUSTER_DIR") or PROJECT_ROOT / "data" / "cluster")).resolve()
 
@@ -168,6 +183,7 @@ def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
     from dagster import DagsterInstance
 
     from caption_assets.launch import Launcher, Outcome, Request, open_workspace
+    from caption_assets.placement import POOL
     from caption_assets.partitions import shards_partitions
     from caption_assets.settings import load_settings
     from caption_assets.shards import discover_shards
@@ -177,6 +193,11 @@ def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
     shards = discover_shards(settings.crawl_dir)
     if not shards:
         raise CliError(f"no shards (*.tar, *.parquet, *.csv, *.jsonl) found in {settings.crawl_dir}")
+    if _cli_owns(instance):
+        # The "gpu" pool (every model step): one step per GPU; on a host without one the models run on the CPU, and as
+        # many model steps as runs in flight may share it (the run limit already bounds the CPU work). A deployment's
+        # instance keeps the limit its operators set.
+        instance.event_log_storage.set_concurrency_slots(POOL, visible_gpus() or settings.max_concurrent_runs)
     known = set(instance.get_dynamic_partitions(shards_partitions.name))
     instance.add_dynamic_partitions(shards_partitions.name, [s for s in shards if s not in known])
     failed: list[Outcome] = []

@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from dagster import DagsterInstance
+
+from caption_assets.cli import visible_gpus
 
 from tests.helpers import wds_members, write_tar
 
@@ -41,6 +44,8 @@ def test_run_report_and_failures(tmp_path: Path):
         started = {e.step_key for e in events if e.event_type_value == "STEP_WORKER_STARTED"}
         assert started == {"scored_pairs", "recaptioned_pairs", "vision_expert_tags", "fused_captions"}, started
         assert any("multiprocess executor" in (e.message or "") for e in events)
+        # the CLI's own instance: the model-step pool admits one step per GPU, or, on a CPU-only host, one per run in flight
+        assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == (visible_gpus() or 2)
 
     report = cli("report", "--out", str(out), env=env)
     assert report.returncode == 0 and "empty_image" in report.stdout
@@ -49,3 +54,9 @@ def test_run_report_and_failures(tmp_path: Path):
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "does not exist" in missing.stderr
     bad_profile = cli("report", env={**env, "CAPTION_ASSETS_PROFILE": "staging"})
     assert bad_profile.returncode == 2 and "CAPTION_ASSETS_PROFILE" in bad_profile.stderr
+
+
+@pytest.mark.parametrize(("visible", "count"), [("0,1", 2), ("3", 1), ("", 0), ("-1", 0)])
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch, visible, count):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert visible_gpus() == count
