@@ -102,6 +102,8 @@ def evaluation_plot(evaluation: pl.DataFrame) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from caption_assets.curation_eval.metrics import HEADLINE
+
     metrics = list(dict.fromkeys(evaluation["metric"]))
     sets = list(dict.fromkeys(evaluation["training_set"]))
     colours = plt.get_cmap("tab10").colors
@@ -119,7 +121,7 @@ def evaluation_plot(evaluation: pl.DataFrame) -> str:
         else:
             err = np.array([100 * part[t]["sd"] if t in part else 0.0 for t in sets])
         ax.bar(range(len(sets)), means, yerr=err, capsize=3, color=[colours[i % 10] for i in range(len(sets))])
-        ax.set_title(metric, fontsize=9)
+        ax.set_title(metric + (" (headline)" if metric == HEADLINE else ""), fontsize=9, fontweight="bold" if metric == HEADLINE else "normal")
         ax.set_xticks(range(len(sets)), sets, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("%", fontsize=8)
     for ax in list(axes.flat)[len(metrics):]:
