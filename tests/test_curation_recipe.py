@@ -28,6 +28,7 @@ def test_the_vocabulary_is_the_training_captions_words_and_word_pairs():
     assert len(known(ids[0])) == 5  # a, red, circle, "a red", "red circle"
     assert known(ids[1]) == known(tok(["red circle"])[0])  # an unseen word, and the pairs it makes, mean nothing
     assert known(ids[2]) == []  # only the always-present token: an uninformative query, not a zero vector
+    assert BagTokenizer(["Café ВАЗ-2101, red_circle"]).index.keys() >= {"café", "ваз", "2101", "red", "circle", "café ваз"}  # any script
 
 
 def test_an_unknown_caption_is_one_uninformative_query_not_a_tie_with_every_image():

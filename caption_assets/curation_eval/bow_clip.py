@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-WORD = re.compile(r"[a-z]+|[0-9]+")
+WORD = re.compile(r"[^\W_]+")  # runs of letters or digits, in any script
 PAD, ALWAYS = 0, 1  # padding (ignored by the bag) and the token every caption carries
 
 
