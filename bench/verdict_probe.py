@@ -66,8 +66,9 @@ def _shape_mask(shape: str, cx: float, cy: float, r: float, side: int) -> np.nda
     return mask
 
 
-def draw_probe(scene, rng: np.random.Generator, side: int = 192) -> Image.Image:
-    """The scene by another code path (see the module docstring), as a decoded JPEG."""
+def draw_probe(scene, rng: np.random.Generator, side: int = 192, width: float | None = None) -> Image.Image:
+    """The scene by another code path (see the module docstring), as a decoded JPEG. ``width``: every object's
+    width as a share of the frame, centred (the scale probe of ``bench/probe_models.py``)."""
     from skimage.transform import resize
 
     from caption_assets.world.scene import COLOURS, POSITIONS
@@ -79,7 +80,9 @@ def draw_probe(scene, rng: np.random.Generator, side: int = 192) -> Image.Image:
     canvas += rng.normal(0, 7, (big, big, 1)) + np.kron(rng.normal(0, 6, (big // 12, big // 12, 1)), np.ones((12, 12, 1)))  # speckle
     for o in scene.objects:
         fx, fy = POSITIONS[o.position]
-        r = rng.uniform(*{"small": (0.07, 0.11), "large": (0.125, 0.17)}[o.size]) * big
+        r = (width / 2 if width else rng.uniform(*{"small": (0.07, 0.11), "large": (0.125, 0.17)}[o.size])) * big
+        if width:
+            fx = fy = 0.5
         cx, cy = (fx + rng.uniform(-0.02, 0.02)) * big, (fy + rng.uniform(-0.02, 0.02)) * big
         canvas[_shape_mask(o.shape, cx, cy, r, big)] = jitter(COLOURS[o.colour])
     small = resize(np.clip(canvas, 0, 255) / 255, (side, side), anti_aliasing=True)
