@@ -90,7 +90,7 @@ def _asset_decorator():
         owners=["team:data-platform"],
         tags={"stage": "evaluation"},
         op_tags=LIGHT_STEP_TAGS,
-        code_version="curation_eval-v1",
+        code_version="curation_eval-v2",  # v2: the bag recipe by default, R@5 headline
         check_specs=[AssetCheckSpec(CHECK, asset=ASSET, description=(
             "curated must train a better model than a random subset of the same size (text->image R@5, held-out phrasing; README \"Does curation help?\"): "
             "passes when the 95% interval of the difference lies above 0, warns when it straddles 0, fails when it lies below"))],

@@ -8,8 +8,8 @@ optimiser, decide the figure:
 - **Text tower: bag of words and word pairs**, the text encoding of the CLIP paper's efficiency experiment,
   where contrastive training over bags of words learned fastest of the objectives it tried. The vocabulary is
   the training set's own words and adjacent word pairs ("red circle"), so a word no training caption contains
-  means nothing to the model, whatever the test phrasing. Every caption also carries one always-present token, so a caption of unknown
-  words is an uninformative query, never a tie with everything.
+  means nothing to the model, whatever the test phrasing. Every caption also carries one always-present token,
+  so a caption of unknown words is an uninformative query, never a tie with everything.
 - **Image tower: a fixed, seeded random conv featuriser** (random features, as in LiT's locked tower but
   untrained) with a trained MLP head. It is not the pipeline's CLIP and was trained on nothing, so the
   evaluation does not share a model with the filter it judges; the features are computed once per seed.
