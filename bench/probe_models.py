@@ -32,9 +32,9 @@ def main() -> None:
 
     from bench.verdict_probe import draw_probe
     from caption_assets.world.captions import names_every_object
-    from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, _clip_embed, zeroshot_classes
+    from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, _clip_embed, zeroshot_accuracy
     from caption_assets.world.models import DEMO_MODELS
-    from caption_assets.world.scene import COLOURS, SHAPES, sample_scene
+    from caption_assets.world.scene import sample_scene
     from resources.captioner import Captioner
     from resources.clip import load_clip
 
@@ -42,7 +42,6 @@ def main() -> None:
     captioner = Captioner(model=str(DEMO_MODELS / "world-captioner"), device="cpu", num_workers=0, decoding="greedy", num_candidates=1, max_new_tokens=40)
     captioner.load()
     _, prompts = _clip_embed(model, preprocess, tokenizer, [], ZEROSHOT_PROMPTS)
-    shape_cls, colour_cls = zeroshot_classes(prompts)
     rng = np.random.default_rng(22)
     print(f"{'width':>6} {'captioner':>10} {'clip shape':>11} {'clip colour':>12}   (n={args.per_scale} per width; chance: shape 1/8, colour 1/8)")
     for width in WIDTHS:
@@ -52,8 +51,7 @@ def main() -> None:
         caps = [c[0] for b in range(0, len(images), 32) for c in captioner.generate(pixels[b : b + 32])]
         named = np.mean([names_every_object(c, s.objects) for c, s in zip(caps, scenes)])
         img, _ = _clip_embed(model, preprocess, tokenizer, images, [])
-        shape = np.mean([SHAPES[k] == s.objects[0].shape for k, s in zip((img @ shape_cls.T).argmax(1), scenes)])
-        colour = np.mean([list(COLOURS)[k] == s.objects[0].colour for k, s in zip((img @ colour_cls.T).argmax(1), scenes)])
+        shape, colour = zeroshot_accuracy(img, prompts, scenes)
         print(f"{width:6.2f} {named:10.2f} {shape:11.2f} {colour:12.2f}   e.g. {scenes[0].objects[0].colour} {scenes[0].objects[0].shape} -> {caps[0]!r}", flush=True)
 
 

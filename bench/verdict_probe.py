@@ -92,19 +92,11 @@ def draw_probe(scene, rng: np.random.Generator, side: int = 192, width: float | 
 
 
 def probe_testset(px: int, n: int, n_zeroshot: int, seed: int = 0):
-    from caption_assets.curation_eval.phrasing import held_out_caption
-    from caption_assets.curation_eval.testset import RETRIEVAL_OFFSET, ZEROSHOT_OFFSET, TestSet, shrink
-    from caption_assets.world.captions import canonical
-    from caption_assets.world.evaluate import test_scenes
-    from caption_assets.world.scene import COLOURS, SHAPES
+    """curation_eval's test set (same scenes, same queries), drawn by ``draw_probe`` and without printed words."""
+    from caption_assets.curation_eval.testset import build_testset
 
     rng = np.random.default_rng(20261204)
-    gallery = [replace(s, word=None, word_corner=None) for s in test_scenes(n, seed=seed, offset=RETRIEVAL_OFFSET)]
-    singles = [replace(s, word=None, word_corner=None) for s in test_scenes(n_zeroshot, seed=seed, max_objects=1, offset=ZEROSHOT_OFFSET)]
-    pix = lambda scenes: np.stack([shrink(draw_probe(s, rng), px) for s in scenes])  # noqa: E731
-    colours = list(COLOURS)
-    return TestSet(pix(gallery), [canonical(s) for s in gallery], [held_out_caption(s) for s in gallery], pix(singles),
-                   np.array([SHAPES.index(s.objects[0].shape) for s in singles]), np.array([colours.index(s.objects[0].colour) for s in singles]))
+    return build_testset(px, n, n_zeroshot, seed, draw=lambda s: draw_probe(s, rng), adapt=lambda s: replace(s, word=None, word_corner=None))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ its per-query hits, for intervals over queries as well as seeds (``intervals.py`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,10 +47,13 @@ def shrink(im: Image.Image, px: int) -> np.ndarray:
     return np.asarray(im.convert("RGB").resize((px, px), Image.Resampling.BICUBIC, box=box), dtype=np.uint8)
 
 
-def build_testset(px: int, n_retrieval: int = 500, n_zeroshot: int = 400, seed: int = 0) -> TestSet:
-    gallery: list[Scene] = test_scenes(n_retrieval, seed=seed, offset=RETRIEVAL_OFFSET)
-    singles: list[Scene] = test_scenes(n_zeroshot, seed=seed, max_objects=1, offset=ZEROSHOT_OFFSET)
-    pix = lambda scenes: np.stack([shrink(as_crawled(s), px) for s in scenes])  # noqa: E731
+def build_testset(px: int, n_retrieval: int = 500, n_zeroshot: int = 400, seed: int = 0,
+                  draw: Callable[[Scene], Image.Image] = as_crawled, adapt: Callable[[Scene], Scene] = lambda s: s) -> TestSet:
+    """``draw`` renders a scene as the model sees it (the world's renderer by default; a probe passes another);
+    ``adapt`` edits each scene before it is drawn and described (a probe that draws no words drops them)."""
+    gallery: list[Scene] = [adapt(s) for s in test_scenes(n_retrieval, seed=seed, offset=RETRIEVAL_OFFSET)]
+    singles: list[Scene] = [adapt(s) for s in test_scenes(n_zeroshot, seed=seed, max_objects=1, offset=ZEROSHOT_OFFSET)]
+    pix = lambda scenes: np.stack([shrink(draw(s), px) for s in scenes])  # noqa: E731
     colours = list(COLOURS)
     return TestSet(
         pix(gallery), [canonical(s) for s in gallery], [held_out_caption(s) for s in gallery], pix(singles),

@@ -61,15 +61,21 @@ def zeroshot_classes(prompt_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return shape_cls / np.linalg.norm(shape_cls, axis=1, keepdims=True), colour_cls / np.linalg.norm(colour_cls, axis=1, keepdims=True)
 
 
+def zeroshot_accuracy(img: np.ndarray, prompt_emb: np.ndarray, singles: Sequence[Scene]) -> tuple[float, float]:
+    """Shape and colour accuracy of single-object images (embedded, normalised) against the embedded ``ZEROSHOT_PROMPTS``."""
+    shape_cls, colour_cls = zeroshot_classes(prompt_emb)
+    shape_acc = float(np.mean([SHAPES[i] == s.objects[0].shape for i, s in zip((img @ shape_cls.T).argmax(1), singles)]))
+    colour_acc = float(np.mean([list(COLOURS)[i] == s.objects[0].colour for i, s in zip((img @ colour_cls.T).argmax(1), singles)]))
+    return shape_acc, colour_acc
+
+
 def clip_figures(model, preprocess, tokenizer, n: int = 400, seed: int = 0) -> dict[str, float]:
     """Zero-shot shape/colour accuracy (single objects, prompt ensembles), correct-vs-misaligned ROC AUC,
     and how often the true caption beats a one-attribute-wrong one (multi-object scenes)."""
     singles = test_scenes(n, seed=seed, max_objects=1)
     img, _ = _clip_embed(model, preprocess, tokenizer, [as_crawled(s) for s in singles], [])
     _, ptxt = _clip_embed(model, preprocess, tokenizer, [], ZEROSHOT_PROMPTS)
-    shape_cls, colour_cls = zeroshot_classes(ptxt)
-    shape_acc = float(np.mean([SHAPES[i] == s.objects[0].shape for i, s in zip((img @ shape_cls.T).argmax(1), singles)]))
-    colour_acc = float(np.mean([list(COLOURS)[i] == s.objects[0].colour for i, s in zip((img @ colour_cls.T).argmax(1), singles)]))
+    shape_acc, colour_acc = zeroshot_accuracy(img, ptxt, singles)
 
     scenes = test_scenes(n, seed=seed, offset=100_000)
     rng = random.Random(f"clip-eval:{seed}")
