@@ -5,10 +5,9 @@
 The training sets come from what the lake holds (run ``caption-assets demo`` first). Each (set, seed) model is
 tested on the world's test split (what ``curation_eval`` reports) and on a probe of the same scenes drawn by
 another code path: scikit-image's ``skimage.draw`` rasterisers, supersampled 3x and downscaled with
-anti-aliasing, each object's half-size drawn from a range (small 0.07-0.11, large 0.125-0.17 of the side; the world draws
-0.1 and 0.145), its colour
-jittered, a speckle texture instead of stripes, no printed word, and JPEG at quality 75. Queries are the scenes'
-held-out phrasing (and canonical, for the style gap). Prints both verdicts side by side.
+anti-aliasing, each object's half-size drawn from a range (small 0.07-0.11, large 0.125-0.17 of the side; the
+world draws 0.1 and 0.145), its colour jittered, a speckle texture instead of stripes, no printed word, and JPEG
+at quality 75. Queries are the scenes' held-out phrasing (and canonical, for the style gap). Prints both verdicts side by side.
 """
 
 from __future__ import annotations
