@@ -15,7 +15,11 @@ distinct simple scenes (they share low frequencies), so it is only one of the ca
   it searches a relative scale (0.86-1.16) and estimates the shift by phase correlation at each,
   warps one onto the other and accepts only when the aligned overlap covers most of the smaller image
   and agrees cell by cell (so distinct scenes that show the same objects elsewhere, or one scene
-  with an object moved or changed, are rejected). Flat images (no texture to align on) never get a
+  with an object moved or changed, are rejected). Two tests per cell: the residual against what a
+  sub-pixel misalignment of the cell's contrast could cost, and a *range* test (each pixel against
+  the other image's values within a pixel of where it lands, both ways), which a copy passes at any
+  contrast and which catches what contrast hides: a diamond drawn where the copy has a star, one
+  object a size larger, or the same scene rendered again in slightly other shades. Flat images (no texture to align on) never get a
   ``copy`` verdict; only identical bytes mark them.
 """
 
@@ -29,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 from scipy.fft import dctn, fft2, ifft2
-from scipy.ndimage import gaussian_filter, map_coordinates, uniform_filter
+from scipy.ndimage import gaussian_filter, map_coordinates, maximum_filter, minimum_filter, uniform_filter
 
 THUMB = 64  # grey thumbnail's long side, pixels
 CHROMA = 16  # colour thumbnail's long side
@@ -42,6 +46,9 @@ CELL = 8  # pixels of the grey thumbnail per agreement cell
 CELL_ABS = 6.0  # grey levels a flat cell may differ by on average
 CELL_REL = 0.52  # share of the cell's own contrast a textured cell may differ by
 CHROMA_ABS = 8.0  # Cb/Cr levels a colour cell may differ by
+GAP_GREY = 3.0  # grey levels a cell's pixels may lie, on average, outside the other image's local range
+GAP_REL = 0.1  # plus this share of the cell's contrast (sub-pixel box sampling of fine texture)
+GAP_CHROMA = 4.0  # the same for a colour pixel's 3 x 3 neighbourhood, in Cb/Cr levels
 VERSION = 1
 
 
@@ -329,7 +336,16 @@ def _agreement(a: Thumb, b: Thumb, bw: np.ndarray, inside: np.ndarray, scale: fl
     allowed = CELL_ABS + CELL_REL * contrast
     grey_score = float((e[ok] / allowed[ok]).max())
     if a_side is not None and grey_score >= 1.0:
-        return grey_score  # rejected whatever the colour says
+        return grey_score  # rejected whatever the rest says
+    # range test: each pixel against the other image's values within a pixel of where it lands (and back). Sub-pixel
+    # misalignment, resampling and re-encoding keep a copy's pixels inside that range; a changed object, a shade of
+    # another render or a moved edge leaves it, however strong the edge is (the test above scales with contrast).
+    lo, _ = _resample(minimum_filter(b.grey, 3), scale, (h, w), dx, dy)
+    hi, _ = _resample(maximum_filter(b.grey, 3), scale, (h, w), dx, dy)
+    gap = _gap(a.grey, bw, lo, hi)
+    range_score = float((cells(gap * core)[ok] / n[ok] / (GAP_GREY + GAP_REL * contrast[ok])).max())
+    if a_side is not None and range_score >= 1.0:
+        return max(grey_score, range_score)
     # colour: B's chroma in A's chroma frame under the same alignment (thumbnail scale ratio folded in)
     ca, cb = a.chroma, b.chroma
     fa = ca.shape[2] / w
@@ -347,7 +363,19 @@ def _agreement(a: Thumb, b: Thumb, bw: np.ndarray, inside: np.ndarray, scale: fl
         norm = np.maximum(uniform_filter(ins.astype(np.float32), 3), 1e-6)
         diff = uniform_filter(np.abs(ca[c] - bwc) * ins, 3) / norm
         worst = max(worst, float((diff / uniform_filter(allowed, 3))[ins].max()))
-    return max(grey_score, worst)
+        lo, _ = _resample(minimum_filter(cb[c], 3), cscale, ca.shape[1:], dx * fa, dy * fa)
+        hi, _ = _resample(maximum_filter(cb[c], 3), cscale, ca.shape[1:], dx * fa, dy * fa)
+        cgap = uniform_filter(_gap(ca[c], bwc, lo, hi) * ins, 3) / norm
+        worst = max(worst, float(cgap[ins].max()) / GAP_CHROMA)
+    return max(grey_score, range_score, worst)
+
+
+def _gap(a: np.ndarray, bw: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Per pixel: how far A lies outside B's local range (``lo``..``hi``, B's 3 x 3 min and max drawn in A's frame), or
+    B outside A's own 3 x 3 range, whichever is further. Interpolated ranges still bound the pixels they came from."""
+    out_a = np.maximum(np.maximum(lo - a, a - hi), 0)
+    out_b = np.maximum(np.maximum(minimum_filter(a, 3) - bw, bw - maximum_filter(a, 3)), 0)
+    return np.maximum(out_a, out_b)
 
 
 def _grad(x: np.ndarray) -> np.ndarray:
