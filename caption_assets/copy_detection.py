@@ -6,8 +6,9 @@ distinct simple scenes (they share low frequencies), so it is only one of the ca
 
 - **Candidates** are 64-bit hashes looked up in the duplicate index's B-tree bands: family 0 is the
   full-frame pHash within 4 bits (re-encodes, resizes); the centre family hashes the image's centre
-  window (stored once per image) and a query probes that window moved by up to 5% and scaled by ±8%
-  (75 windows: crops and shifts), within 8 bits. The thumbnail is blurred (sigma 1 px) before the
+  window, stored at four offsets of ±1.25% (so the query grid's 2.5% steps leave at most 0.6% to
+  drift), and a query probes that window moved by up to 5% and scaled by ±8% (75 windows: crops and
+  shifts), within 8 bits. The thumbnail is blurred (sigma 1 px) before the
   windows are sampled: textures otherwise alias into the low DCT frequencies and their hashes drift
   by 6-14 bits under a 1% residual shift. The query grid is symmetric, so an image finds its copies
   whichever of the two came first.
@@ -19,7 +20,9 @@ distinct simple scenes (they share low frequencies), so it is only one of the ca
   sub-pixel misalignment of the cell's contrast could cost, and a *range* test (each pixel against
   the other image's values within a pixel of where it lands, both ways), which a copy passes at any
   contrast and which catches what contrast hides: a diamond drawn where the copy has a star, one
-  object a size larger, or the same scene rendered again in slightly other shades. Flat images (no texture to align on) never get a
+  object a size larger, or the same scene rendered again in slightly other shades.
+- An image whose luma is flat but whose colours are not (equal-luma colours) hashes and aligns on its
+  colour axis instead (``make_thumb``). Images flat in both (no structure to align on) never get a
   ``copy`` verdict; only identical bytes mark them.
 """
 
@@ -49,13 +52,15 @@ CHROMA_ABS = 8.0  # Cb/Cr levels a colour cell may differ by
 GAP_GREY = 3.0  # grey levels a cell's pixels may lie, on average, outside the other image's local range
 GAP_REL = 0.1  # plus this share of the cell's contrast (sub-pixel box sampling of fine texture)
 GAP_CHROMA = 4.0  # the same for a colour pixel's 3 x 3 neighbourhood, in Cb/Cr levels
-VERSION = 1
+VERSION = 1  # header byte of a thumbnail whose grey channel is luma
+VERSION_BY_COLOUR = 2  # ... and of one whose grey channel is the colour axis (luma-flat images)
 
 
 @dataclass(frozen=True, slots=True)
 class Thumb:
-    grey: np.ndarray  # (h, w) float32, long side THUMB
+    grey: np.ndarray  # (h, w) float32, long side THUMB: luma, or for a luma-flat image its colour axis (``by_colour``)
     chroma: np.ndarray  # (2, h', w') float32 Cb, Cr, long side CHROMA
+    by_colour: bool = False  # ``grey`` is the projection of Cb/Cr on their principal axis (the luma had no structure)
 
     @property
     def flat(self) -> bool:
@@ -78,7 +83,11 @@ class Alignment:
 
 
 def make_thumb(im: Image.Image) -> bytes:
-    """The stored form: a grey thumbnail (long side 64) and a Cb/Cr one (long side 16), zlib-packed."""
+    """The stored form: a grey thumbnail (long side 64) and a Cb/Cr one (long side 16), zlib-packed.
+
+    Two colours of equal luma (a red shape on purple, a blue one on red) leave the luma flat, with nothing to hash
+    or align on; such an image's grey channel is its colour axis instead: Cb/Cr projected on their principal
+    axis, with a fixed sign. A copy has the same colours, so it gets the same axis and the same kind of thumbnail."""
     w, h = im.size
     factor = max(1, min(w, h) // (2 * THUMB))
     small = im.convert("RGB").reduce(factor) if factor > 1 else im.convert("RGB")
@@ -86,9 +95,26 @@ def make_thumb(im: Image.Image) -> bytes:
     gw, gh = _fit(w, h, THUMB)
     cw, ch = _fit(w, h, CHROMA)
     grey = np.asarray(ycc.getchannel(0).resize((gw, gh), Image.Resampling.BOX), dtype=np.uint8)
+    version = VERSION
+    if grey.std() < FLAT_STD:
+        cbcr = np.stack([np.asarray(ycc.getchannel(c).resize((gw, gh), Image.Resampling.BOX), dtype=np.float32) for c in (1, 2)])
+        projected = colour_axis(cbcr)
+        if projected.std() >= FLAT_STD:
+            grey, version = np.clip(np.round(projected), 0, 255).astype(np.uint8), VERSION_BY_COLOUR
     chroma = np.stack([np.asarray(ycc.getchannel(c).resize((cw, ch), Image.Resampling.BOX), dtype=np.uint8) for c in (1, 2)])
-    head = struct.pack("<BBBBB", VERSION, gw, gh, cw, ch)
+    head = struct.pack("<BBBBB", version, gw, gh, cw, ch)
     return zlib.compress(head + grey.tobytes() + chroma.tobytes(), 1)
+
+
+def colour_axis(cbcr: np.ndarray) -> np.ndarray:
+    """(2, h, w) Cb/Cr -> (h, w): 128 + each pixel's offset from the mean colour along the principal colour axis,
+    signed so that the axis' larger component is positive (the same axis, and sign, for every copy)."""
+    flat = cbcr.reshape(2, -1)
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    _, vectors = np.linalg.eigh(centred @ centred.T)
+    axis = vectors[:, -1]
+    axis = axis * np.sign(axis[np.argmax(np.abs(axis))])
+    return (128 + axis @ centred).reshape(cbcr.shape[1:])
 
 
 def read_thumb(blob: bytes | None) -> Thumb | None:
@@ -98,11 +124,11 @@ def read_thumb(blob: bytes | None) -> Thumb | None:
     try:
         raw = zlib.decompress(blob)
         version, gw, gh, cw, ch = struct.unpack("<BBBBB", raw[:5])
-        if version != VERSION or len(raw) != 5 + gw * gh + 2 * cw * ch or min(gw, gh, cw, ch) < 1:
+        if version not in (VERSION, VERSION_BY_COLOUR) or len(raw) != 5 + gw * gh + 2 * cw * ch or min(gw, gh, cw, ch) < 1:
             return None
         grey = np.frombuffer(raw, np.uint8, gw * gh, 5).reshape(gh, gw).astype(np.float32)
         chroma = np.frombuffer(raw, np.uint8, 2 * cw * ch, 5 + gw * gh).reshape(2, ch, cw).astype(np.float32)
-        return Thumb(grey, chroma)
+        return Thumb(grey, chroma, version == VERSION_BY_COLOUR)
     except (zlib.error, struct.error, ValueError):
         return None
 
@@ -121,7 +147,8 @@ QUERY_SCALES = (0.92, 1.0, 1 / 0.92)  # a finer scale grid adds probes, not reca
 BLUR = 1.0  # thumbnail pixels: an anti-alias blur before sampling windows (textures alias into the low frequencies)
 CENTRE_FAMILY = 2  # band family of the centre-window hash (family 1 was the unblurred hash of index version 1)
 CENTRE_DISTANCE = 8  # bits: a candidate window hash within this of a stored one (verification decides)
-HASH_VERSION = 2  # stored centre hashes change with this: an older index rebuilds its centre rows on open
+STORE_OFFSETS = ((-0.0125, -0.0125), (-0.0125, 0.0125), (0.0125, -0.0125), (0.0125, 0.0125))  # (dy, dx) of the stored centre windows
+HASH_VERSION = 3  # stored centre hashes change with this: an older index rebuilds its centre rows on open
 
 
 def _dct_hashes(stack: np.ndarray) -> list[int]:
@@ -155,8 +182,11 @@ def _blurred(t: Thumb) -> np.ndarray:
 
 
 def stored_hashes(t: Thumb) -> list[int]:
-    """Hashes an image is indexed under: the full frame and the blurred centre window."""
-    return [_dct_hash(_window(t.grey, 1.0, 0.5, 0.5)), _dct_hash(_window(_blurred(t), WINDOW, 0.5, 0.5))]
+    """Hashes an image is indexed under: the full frame, then the blurred centre window at each of ``STORE_OFFSETS``
+    (halving the grid a query's windows must land on: a shift between two grid points costs 6-12 bits on simple scenes)."""
+    off = np.array(STORE_OFFSETS)
+    centre = _dct_hashes(_windows(_blurred(t), np.full(len(off), WINDOW), 0.5 + off[:, 1], 0.5 + off[:, 0]))
+    return [_dct_hash(_window(t.grey, 1.0, 0.5, 0.5)), *dict.fromkeys(centre)]
 
 
 def query_hashes(t: Thumb) -> list[tuple[int, int]]:
@@ -280,8 +310,9 @@ def _align(a: Thumb, b: Thumb, fa: np.ndarray, grid: np.ndarray) -> tuple[float,
 
 
 def _aspect_differs(a: Thumb, b: Thumb) -> bool:
+    """Different frames (or different kinds of grey channel): never a copy, and not worth aligning."""
     ra, rb = a.grey.shape[1] / a.grey.shape[0], b.grey.shape[1] / b.grey.shape[0]
-    return bool(abs(np.log(ra / rb)) > 0.25)
+    return bool(abs(np.log(ra / rb)) > 0.25) or a.by_colour != b.by_colour
 
 
 def verify(a: Thumb | None, b: Thumb | None) -> Alignment | None:

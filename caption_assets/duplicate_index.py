@@ -54,7 +54,7 @@ CREATE INDEX IF NOT EXISTS images_by_sha256 ON images (sha256, shard, ord);
 CREATE UNIQUE INDEX IF NOT EXISTS images_by_shard ON images (shard, ord);
 CREATE TABLE IF NOT EXISTS bands (
     band INTEGER NOT NULL, value INTEGER NOT NULL, image INTEGER NOT NULL, phash INTEGER NOT NULL,
-    PRIMARY KEY (band, value, image)) WITHOUT ROWID;
+    PRIMARY KEY (band, value, image, phash)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shards (shard TEXT PRIMARY KEY, epoch INTEGER NOT NULL, used_epoch INTEGER NOT NULL, content TEXT);
 CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -80,7 +80,7 @@ def hash_rows(phash: int, thumb: bytes | None, query: bool) -> list[tuple[int, i
     t = cd.read_thumb(thumb)
     if t is not None and not t.flat:
         family = cd.CENTRE_FAMILY
-        out += [(family, h) for f, h in cd.query_hashes(t) if f == family] if query else [(family, cd.stored_hashes(t)[1])]
+        out += [(family, h) for f, h in cd.query_hashes(t) if f == family] if query else [(family, h) for h in cd.stored_hashes(t)[1:]]
     return out
 
 
@@ -172,7 +172,12 @@ class ImageIndex:
         try:
             stored = con.execute("SELECT value FROM settings WHERE name = 'centre_hash'").fetchone()  # another process may have done it
             if stored is None or stored[0] != version:
-                con.execute("DELETE FROM bands WHERE band >= ?", (FAMILY_BANDS,))
+                # an image is stored under several centre hashes that may share a band value: the key holds the hash
+                con.execute("CREATE TABLE bands_new (band INTEGER NOT NULL, value INTEGER NOT NULL, image INTEGER NOT NULL, phash INTEGER NOT NULL, "
+                            "PRIMARY KEY (band, value, image, phash)) WITHOUT ROWID")
+                con.execute("INSERT INTO bands_new SELECT * FROM bands WHERE band < ?", (FAMILY_BANDS,))
+                con.execute("DROP TABLE bands")
+                con.execute("ALTER TABLE bands_new RENAME TO bands")
                 cursor = con.execute("SELECT id, phash, thumb FROM images WHERE thumb IS NOT NULL")
                 while chunk := cursor.fetchmany(5000):
                     ids, phash, thumb = zip(*chunk)
@@ -276,7 +281,7 @@ class ImageIndex:
         shard are found by the same joins, before the shard is written."""
         con.execute("CREATE TEMP TABLE IF NOT EXISTS own_images (id INTEGER PRIMARY KEY, ord INTEGER, uid TEXT, sha256 TEXT)")
         con.execute("CREATE INDEX IF NOT EXISTS temp.own_by_sha256 ON own_images (sha256)")
-        con.execute("CREATE TEMP TABLE IF NOT EXISTS own_bands (band INTEGER, value INTEGER, image INTEGER, phash INTEGER, PRIMARY KEY (band, value, image)) WITHOUT ROWID")
+        con.execute("CREATE TEMP TABLE IF NOT EXISTS own_bands (band INTEGER, value INTEGER, image INTEGER, phash INTEGER, PRIMARY KEY (band, value, image, phash)) WITHOUT ROWID")
         con.execute("DELETE FROM own_images")
         con.execute("DELETE FROM own_bands")
         con.executemany("INSERT INTO own_images VALUES (?, ?, ?, ?)", [(-(o + 1), o, u, h) for o, u, h in rows.select("ord", "uid", "sha256").iter_rows()])
