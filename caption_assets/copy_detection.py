@@ -489,6 +489,8 @@ def _box_range(img: np.ndarray, ry: tuple, rx: tuple, rows: np.ndarray, cols: np
 class _BSide:
     grey_lo: np.ndarray  # B's grey range over each A grey pixel's box
     grey_hi: np.ndarray
+    range_lo: np.ndarray  # the same box over B's 3 x 3 minima and maxima (the range test's local ranges)
+    range_hi: np.ndarray
     grey_cells: np.ndarray  # (ch, cw) bool: cells always inside B and away from both borders
     chroma_lo: np.ndarray  # (2, h', w')
     chroma_hi: np.ndarray
@@ -506,6 +508,8 @@ def _b_side(a: Thumb, b: Thumb) -> _BSide:
     ch, cw = h // CELL, w // CELL
     cells = rows[: ch * CELL].reshape(ch, CELL).all(axis=1)[:, None] & cols[: cw * CELL].reshape(cw, CELL).all(axis=1)[None, :]
     grey_lo, grey_hi = _box_range(b.grey, ry, rx, rows, cols)
+    range_lo = _box_range(minimum_filter(b.grey, 3), ry, rx, rows, cols)[0]
+    range_hi = _box_range(maximum_filter(b.grey, 3), ry, rx, rows, cols)[1]
     # colour: chroma pixels always inside B and off the border band, with their whole 3 x 3 neighbourhood
     (hc, wc), (hcb, wcb) = a.chroma.shape[1:], b.chroma.shape[1:]
     fa, fb = wc / w, wcb / wb
@@ -517,7 +521,7 @@ def _b_side(a: Thumb, b: Thumb) -> _BSide:
         return v & np.r_[False, v[:-1]] & np.r_[v[1:], False]
     chroma_full = full(crows)[:, None] & full(ccols)[None, :]
     lo, hi = zip(*(_box_range(b.chroma[c], cy, cx, crows, ccols) for c in range(2)))
-    return _BSide(grey_lo, grey_hi, cells, np.stack(lo), np.stack(hi), chroma_full)
+    return _BSide(grey_lo, grey_hi, range_lo, range_hi, cells, np.stack(lo), np.stack(hi), chroma_full)
 
 
 def _bound_rejects(a: Thumb, a_side: _ASide, bs: _BSide) -> bool:
@@ -535,6 +539,12 @@ def _bound_rejects(a: Thumb, a_side: _ASide, bs: _BSide) -> bool:
         e = gap[: ch * CELL, : cw * CELL].reshape(ch, CELL, cw, CELL).mean(axis=(1, 3))
         contrast = a_side.grad[: ch * CELL, : cw * CELL].reshape(ch, CELL, cw, CELL).mean(axis=(1, 3))
         allowed = CELL_ABS + CELL_REL * contrast
+        if (e >= allowed * (1 + BOUND_MARGIN) + BOUND_MARGIN)[bs.grey_cells].any():
+            return True
+        # the range test: A outside every local range B could bring there (a lower bound of its one-way gap)
+        gap = np.maximum(np.maximum(bs.range_lo - a.grey, a.grey - bs.range_hi), 0)
+        e = gap[: ch * CELL, : cw * CELL].reshape(ch, CELL, cw, CELL).mean(axis=(1, 3))
+        allowed = GAP_GREY + GAP_REL * contrast
         if (e >= allowed * (1 + BOUND_MARGIN) + BOUND_MARGIN)[bs.grey_cells].any():
             return True
     return False
