@@ -55,6 +55,7 @@ class CaptionFuser(ConfigurableResource):
     max_concurrency: int = 16
     timeout_s: float = 30.0
     max_retries: int = 2
+    max_backoff_s: float = 2.0  # retries wait 0.2 s, 0.4 s, ... up to this (a restarting server needs several)
     max_new_tokens: int = 96
     temperature: float = 0.0
     batch_size: int = 8
@@ -131,7 +132,7 @@ class CaptionFuser(ConfigurableResource):
                     except (ValueError, KeyError, IndexError, TypeError):
                         return None, "endpoint_garbage"
             if attempt < self.max_retries:
-                time.sleep(min(0.2 * 2**attempt, 2.0))
+                time.sleep(min(0.2 * 2**attempt, self.max_backoff_s))
         return None, error
 
     # ---------------------------------------------------------------- local transformers causal LM

@@ -125,3 +125,23 @@ def hostile_crawl(root: Path) -> list[tuple[str, str | None, str | None]]:
     (root / "missing.jsonl").write_text(json.dumps({"image_path": "imgs/gone.jpg", "caption": "gone"}) + "\n" + json.dumps({"image_path": "imgs/ok.jpg", "caption": "a fine texture"}) + "\n")
     planted += [("missing.jsonl", "gone", "missing_image_file"), ("missing.jsonl", "ok", None)]
     return planted
+
+
+def tiny_chat_model(path: Path, words: str = "a fused caption of the tower at night merge sentence") -> Path:
+    """A random-weight Llama chat model (word-level tokenizer, chat template) saved the way real checkpoints are, so
+    ``AutoModelForCausalLM`` / ``AutoTokenizer`` and ``transformers serve`` load it as they would a hub model."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator([words], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[BOS]", "[EOS]", "[UNK]"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]")
+    tokenizer.chat_template = "{% for m in messages %}[BOS] {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}[BOS]{% endif %}"
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -18,6 +18,7 @@ from caption_assets.fusion import FusionInput, Guardrails, reject_reason, render
 from resources.captioner import Captioner
 from resources.clip import ClipScorer, build_random_checkpoint
 from resources.fuser import CaptionFuser
+from tests.helpers import tiny_chat_model
 
 
 @pytest.fixture(scope="module")
@@ -206,18 +207,7 @@ def test_config_errors_name_the_setting():
 
 
 def test_transformers_backend_with_a_local_chat_model(tmp_path: Path):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(["a fused caption of the tower at night merge sentence"], trainers.WordLevelTrainer(special_tokens=["[PAD]", "[BOS]", "[EOS]", "[UNK]"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]")
-    tokenizer.chat_template = "{% for m in messages %}[BOS] {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}[BOS]{% endif %}"
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2))
-    model.save_pretrained(tmp_path / "llm")
-    tokenizer.save_pretrained(tmp_path / "llm")
+    tiny_chat_model(tmp_path / "llm")
     fuser = CaptionFuser(backend="transformers", model=str(tmp_path / "llm"), max_new_tokens=5, batch_size=2, device="cpu")
     fuser.setup_for_execution()
     out = fuser.fuse([FusionInput("the tower", "a tower at night"), FusionInput("a", "b"), FusionInput("c", "d")])

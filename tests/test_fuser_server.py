@@ -1,0 +1,138 @@
+"""The ``openai`` fuser backend against a real OpenAI-compatible server on loopback (``transformers serve``).
+
+The stub server in ``test_captioning`` checks retries and bounds against scripted failures; this one checks that
+what a served checkpoint returns is what the same checkpoint generates in-process, and that a run outlives a
+server restart. The model is a tiny local Llama chat checkpoint (``tests.helpers.tiny_chat_model``); nothing is
+downloaded (``HF_HUB_OFFLINE=1``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from caption_assets.fusion import FusionInput
+from resources.fuser import CaptionFuser
+from tests.helpers import tiny_chat_model
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+ITEMS = [FusionInput(f"the tower {'at night ' * (i % 3)}", f"a caption of the tower {'merge ' * (i % 4)}") for i in range(24)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``transformers serve <folder>`` on loopback, started and stopped by the test."""
+
+    def __init__(self, model: Path, port: int, log: Path):
+        self.model, self.port, self.log = model, port, log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout_s: float = 240.0) -> None:
+        cli = Path(sys.executable).parent / "transformers"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([str(cli), "serve", str(self.model), "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu"],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{self.port}/health", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(self.log.read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    model = tiny_chat_model(root / "chat-model")
+    server = Server(model, free_port(), root / "serve.log")
+    server.start()
+    yield model, server
+    server.stop()
+
+
+def in_process(model: Path) -> list[tuple[str | None, str | None]]:
+    fuser = CaptionFuser(backend="transformers", model=str(model), max_new_tokens=6, batch_size=5, device="cpu", precision="fp32")
+    fuser.setup_for_execution()
+    return fuser.fuse(ITEMS)
+
+
+def http_fuser(model: Path, server: Server, **kw) -> tuple[CaptionFuser, dict]:
+    """An ``openai`` fuser whose session counts requests and the most in flight at once."""
+    fuser = CaptionFuser(backend="openai", endpoint_url=server.url, model=str(model), max_new_tokens=6, **kw)
+    fuser.setup_for_execution()
+    seen = {"posts": 0, "now": 0, "peak": 0}
+    lock = threading.Lock()
+    post = fuser._session.post
+
+    def counted(*args, **kwargs):
+        with lock:
+            seen["posts"] += 1
+            seen["now"] += 1
+            seen["peak"] = max(seen["peak"], seen["now"])
+        try:
+            return post(*args, **kwargs)
+        finally:
+            with lock:
+                seen["now"] -= 1
+
+    fuser._session.post = counted
+    return fuser, seen
+
+
+def test_served_greedy_outputs_equal_in_process_ones_with_bounded_concurrency(served):
+    model, server = served
+    want = in_process(model)
+    fuser, seen = http_fuser(model, server, max_concurrency=3)
+    got = fuser.fuse(ITEMS)
+    fuser.teardown_after_execution()
+    assert all(err is None and text for text, err in want)
+    assert got == want
+    assert seen["posts"] == len(ITEMS) and 2 <= seen["peak"] <= 3
+
+
+def test_a_run_outlives_a_server_restart(served):
+    """The server goes down before the run and comes back during it: every record is retried until it answers."""
+    model, server = served
+    want = in_process(model)
+    server.stop()
+    fuser, seen = http_fuser(model, server, max_concurrency=4, max_retries=400, max_backoff_s=0.5, timeout_s=30.0)
+    result: list = []
+    run = threading.Thread(target=lambda: result.append(fuser.fuse(ITEMS)))
+    run.start()
+    time.sleep(2.0)  # every worker is now retrying a refused connection
+    assert run.is_alive() and seen["posts"] > 4
+    server.start()
+    run.join(timeout=240)
+    fuser.teardown_after_execution()
+    assert not run.is_alive()
+    assert result[0] == want
+    assert seen["posts"] > len(ITEMS)  # the refused attempts were retried, not failed
