@@ -1,12 +1,14 @@
 """Train the demo profile's models on the world's training split and commit-ready save them.
 
-    python scripts/train_demo_models.py [--out data/demo_models] [--only clip|captioner] [--threads N] [--clip-steps N] [--captioner-steps N]
+    python scripts/train_demo_models.py [--out data/demo_models] [--only clip|captioner|fuser] [--threads N] [--clip-steps N] [--captioner-steps N] [--fuser-steps N]
 
 The shipped models came from `--only clip --threads 1` and `--only captioner --threads 1` run side by side
-(about 41 and 24 minutes on 2 cores). CPU only, seeded, reproducible on the same machine, thread count and
+(about 41 and 24 minutes on 2 cores). `--only fuser` is not shipped yet: its default run (15,000 steps, batch
+64) learned on a lent GPU in 6 minutes; on 2 CPU cores it needs hours (see ``FuserTrainConfig``). CPU only, seeded, reproducible on the same machine, thread count and
 library versions. Writes:
 ``world-clip.pt`` + ``world-clip.json`` (open_clip checkpoint and model config), ``world-captioner/``
-(a transformers VisionEncoderDecoder saved with ``save_pretrained``), and ``training_report.json``
+(a transformers VisionEncoderDecoder saved with ``save_pretrained``), ``world-fuser/`` (a Llama-config causal LM
+with its byte-level BPE tokenizer and chat template; text only, so it renders no images), and ``training_report.json``
 (training time, sizes, and the held-out test-split figures measured through the product's loaders).
 """
 
@@ -28,6 +30,7 @@ from caption_assets.world.data import TRAIN, render_split  # noqa: E402
 from caption_assets.world.models import evaluate_models, folder_size  # noqa: E402
 from caption_assets.world.train_captioner import CaptionerTrainConfig, train_captioner  # noqa: E402
 from caption_assets.world.train_clip import ClipTrainConfig, train_clip  # noqa: E402
+from caption_assets.world.train_fuser import FuserTrainConfig, evaluate_fuser, train_fuser  # noqa: E402
 
 
 def main() -> None:
@@ -36,7 +39,8 @@ def main() -> None:
     ap.add_argument("--clip-steps", type=int, default=ClipTrainConfig.steps)
     ap.add_argument("--captioner-steps", type=int, default=CaptionerTrainConfig.steps)
     ap.add_argument("--images", type=int, default=20000)
-    ap.add_argument("--only", choices=["clip", "captioner"], default=None)
+    ap.add_argument("--fuser-steps", type=int, default=FuserTrainConfig.steps)
+    ap.add_argument("--only", choices=["clip", "captioner", "fuser"], default=None)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
     import torch
@@ -45,6 +49,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     report: dict = {}
+    figures: dict = {}
+    if args.only in (None, "fuser"):  # text only: no scenes rendered
+        print("training world-fuser ...", flush=True)
+        report["fuser"] = train_fuser(replace(FuserTrainConfig(), steps=args.fuser_steps), args.out / "world-fuser", log=lambda m: print(m, flush=True))
+        figures["fuser"] = evaluate_fuser(args.out / "world-fuser")
+    if args.only == "fuser":
+        write_report(args.out, report, figures, torch.get_num_threads())
+        return
     t0 = time.perf_counter()
     print(f"rendering {args.images} training scenes ...", flush=True)
     data = render_split(TRAIN, args.images)
@@ -59,15 +71,19 @@ def main() -> None:
         report["captioner"] = train_captioner(cfg, args.out / "world-captioner", log=lambda m: print(m, flush=True), data=data)
     print("evaluating on the held-out test split ...", flush=True)
     trained = ("clip", "captioner") if args.only is None else (args.only,)
-    figures = evaluate_models(args.out, which=trained)
-    sizes = {"world-clip.pt": (args.out / "world-clip.pt"), "world-captioner": (args.out / "world-captioner")}
-    # Merge into the report last: `--only clip` and `--only captioner` may run side by side.
-    report_path = args.out / "training_report.json"
+    figures.update(evaluate_models(args.out, which=trained))
+    write_report(args.out, report, figures, torch.get_num_threads())
+
+
+def write_report(out: Path, report: dict, figures: dict, threads: int) -> None:
+    """Merge into the report last: `--only clip`, `--only captioner` and `--only fuser` may run side by side."""
+    sizes = {"world-clip.pt": out / "world-clip.pt", "world-captioner": out / "world-captioner", "world-fuser": out / "world-fuser"}
+    report_path = out / "training_report.json"
     merged = json.loads(report_path.read_text()) if report_path.exists() else {}
     merged.update(report)
     merged.setdefault("test_split", {}).update(figures)
     merged["sizes_mb"] = {k: round((p.stat().st_size if p.is_file() else folder_size(p)) / 1e6, 2) for k, p in sizes.items() if p.exists()}
-    merged["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    merged["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, torch threads {threads}"
     report_path.write_text(json.dumps(merged, indent=2) + "\n")
     print(json.dumps({"test_split": figures, "sizes_mb": merged["sizes_mb"]}, indent=2))
 

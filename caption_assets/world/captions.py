@@ -26,6 +26,16 @@ TEMPLATES = (
     "{objs}",  # short alt-text: the objects alone
 )
 
+# What the web writes instead of a caption: file names, SEO keyword lists, a site's text on every image.
+BOILERPLATE = ("IMG_{n}.jpg", "DSC0{n}", "image", "photo", "untitled", "thumbnail", "P101{n}.JPG", "{n}.png", "screenshot_{n}")
+SEO = (
+    "shapes clipart vector free download png hd wallpaper",
+    "buy geometric wall art online best price free shipping",
+    "abstract background design template stock illustration royalty free",
+    "cheap kids toys shapes colours learning educational sale",
+)
+SITE_TEXTS = ("Click here to enlarge", "Shop now - free shipping on all orders")
+
 
 def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"

@@ -23,20 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image, ImageChops
 
-from caption_assets.world.captions import canonical, paraphrase, partial, wrong_attribute
+from caption_assets.world.captions import BOILERPLATE, SEO, SITE_TEXTS, canonical, paraphrase, partial, wrong_attribute
 from caption_assets.world.scene import Scene, encode, render, sample_scene, scene_rng
 
 CRAWL = "crawl"  # the crawl's seed space: disjoint from the models' train and test splits
 FORMATS = ("webdataset", "img2dataset_tar", "img2dataset_parquet", "manifest_csv", "manifest_jsonl")
 EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
-BOILERPLATE = ("IMG_{n}.jpg", "DSC0{n}", "image", "photo", "untitled", "thumbnail", "P101{n}.JPG", "{n}.png", "screenshot_{n}")
-SEO = (
-    "shapes clipart vector free download png hd wallpaper",
-    "buy geometric wall art online best price free shipping",
-    "abstract background design template stock illustration royalty free",
-    "cheap kids toys shapes colours learning educational sale",
-)
-SITE_TEXTS = ("Click here to enlarge", "Shop now - free shipping on all orders")
 TRUTH_SCHEMA = {
     "uid": pl.String, "shard": pl.String, "key": pl.String, "noise": pl.String, "alt_text": pl.String, "clean_caption": pl.String,
     "objects": pl.List(pl.Struct({"shape": pl.String, "colour": pl.String, "size": pl.String, "position": pl.String})),

@@ -1,0 +1,47 @@
+"""The demo fuser's training data and checkpoint format (``caption_assets.world.train_fuser``)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+from caption_assets.fusion import render_prompt
+from caption_assets.world.captions import canonical
+from caption_assets.world.scene import sample_scene
+from caption_assets.world.train_fuser import FuserTrainConfig, example, examples, train_fuser
+from resources.fuser import CaptionFuser
+
+
+def test_the_answer_carries_the_word_only_when_an_input_did():
+    data = examples("train", 400)
+    assert data == examples("train", 400)  # deterministic
+    with_word = [e for e in data if e.scene.word]
+    carried = [e for e in with_word if e.carried]
+    assert 0 < len(carried) < len(with_word)  # the OCR sometimes misses it and the alt-text sometimes omits it
+    for e in data:
+        assert e.answer == canonical(e.scene, word=e.carried)
+        in_inputs = bool(e.scene.word) and f'"{e.scene.word}"' in e.inputs.alt_text + e.inputs.expert_facts
+        assert e.carried == in_inputs
+        assert e.inputs.synthetic_caption and '"' not in e.inputs.synthetic_caption  # the captioner never reads the word
+
+
+def test_a_tiny_fuser_trains_and_loads_through_the_products_loader(tmp_path: Path):
+    cfg = replace(FuserTrainConfig(), n_scenes=300, steps=30, batch_size=8, hidden=32, layers=1, heads=2, vocab_size=400)
+    report = train_fuser(cfg, tmp_path / "fuser", log=lambda m: None)
+    assert report["curve"][-1]["loss"] < report["curve"][0]["loss"]
+    saved = json.loads((tmp_path / "fuser" / "config.json").read_text())
+    assert saved["model_type"] == "llama" and saved["num_hidden_layers"] == 1
+    fuser = CaptionFuser(backend="transformers", model=str(tmp_path / "fuser"), template=cfg.template, max_new_tokens=8, batch_size=4, device="cpu", precision="fp32")
+    fuser.setup_for_execution()
+    out = fuser.fuse([e.inputs for e in examples("test", 5)])
+    assert len(out) == 5 and all(err is None and isinstance(text, str) for text, err in out)
+    # the byte-level tokenizer round-trips a caption with its quoted word, and any web text
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "fuser")
+    for text in ('a small red circle on the left on a blue background with the word "OPEN"', "Ünïcode Straße 東京 café"):
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    prompt = render_prompt(cfg.template, example(sample_scene(random.Random(3)), random.Random(3)).inputs)
+    assert "<|assistant|>" in tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
