@@ -309,7 +309,7 @@ def _align(a: Thumb, b: Thumb, fa: np.ndarray, grid: np.ndarray) -> tuple[float,
     return scale, dy, dx
 
 
-def _aspect_differs(a: Thumb, b: Thumb) -> bool:
+def _frames_differ(a: Thumb, b: Thumb) -> bool:
     """Different frames (or different kinds of grey channel): never a copy, and not worth aligning."""
     ra, rb = a.grey.shape[1] / a.grey.shape[0], b.grey.shape[1] / b.grey.shape[0]
     return bool(abs(np.log(ra / rb)) > 0.25) or a.by_colour != b.by_colour
@@ -319,7 +319,7 @@ def verify(a: Thumb | None, b: Thumb | None) -> Alignment | None:
     """Is B a copy of A (or A of B)? The alignment with its evidence, or None when it cannot be judged."""
     if a is None or b is None or a.flat or b.flat:
         return None
-    if _aspect_differs(a, b):
+    if _frames_differ(a, b):
         return Alignment(1.0, 0.0, 0.0, 0.0, np.inf, False)
     return _verify(a, b, _spectrum(a.grey), _grid_spectra(b.grey - b.grey.mean(), a.grey.shape))
 
@@ -589,7 +589,7 @@ class PairVerifier:
         (a, a_side), (b, b_side) = self.thumb(a_blob), self.thumb(b_blob)
         if a_side is None or b_side is None:  # missing, unreadable or flat
             return None
-        if _aspect_differs(a, b):
+        if _frames_differ(a, b):
             return self.REJECTED
         entry = self._b.get_or((b_blob, a.grey.shape, a.chroma.shape), lambda: [_b_side(a, b), None])
         if _bound_rejects(a, a_side, entry[0]):
