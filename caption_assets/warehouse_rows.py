@@ -229,8 +229,15 @@ def _current(rows: Path, table: Table) -> tuple[dict[str, list[Path]], pl.DataFr
     base = rows / table.name
     listed = key_files(rows, table)
     fresh = _read_keys([files[-1].as_posix() for files in listed.values()], table, base)
-    compacted = conform(pl.read_parquet(base / COMPACTED), fresh.schema) if (base / COMPACTED).exists() else fresh.clear()
+    compacted = conform(_read_open(base / COMPACTED), fresh.schema) if (base / COMPACTED).exists() else fresh.clear()
     return listed, pl.concat([compacted.filter(~pl.col(KEY_DIR).is_in(list(listed))), fresh])
+
+
+def _read_open(path: Path) -> pl.DataFrame:
+    """Read a file a compaction may replace (by rename) meanwhile from one open handle: reading by path may open it
+    twice, the footer of one version and the pages of the next ("Invalid thrift" under load)."""
+    with path.open("rb") as f:
+        return pl.read_parquet(f)
 
 
 def load_table(rows: Path, table: Table) -> pl.DataFrame:
@@ -238,7 +245,7 @@ def load_table(rows: Path, table: Table) -> pl.DataFrame:
     file already holds it: list again."""
     if not table.keys:
         path = rows / table.name / "data.parquet"
-        return conform(pl.read_parquet(path), table.columns) if path.exists() else pl.DataFrame(schema=table.columns)
+        return conform(_read_open(path), table.columns) if path.exists() else pl.DataFrame(schema=table.columns)
     return _retry(lambda: _current(rows, table)[1], errors=(FileNotFoundError, duckdb.IOException)).drop(KEY_DIR)
 
 
