@@ -20,7 +20,10 @@ distinct simple scenes (they share low frequencies), so it is only one of the ca
   sub-pixel misalignment of the cell's contrast could cost, and a *range* test (each pixel against
   the other image's values within a pixel of where it lands, both ways), which a copy passes at any
   contrast and which catches what contrast hides: a diamond drawn where the copy has a star, one
-  object a size larger, or the same scene rendered again in slightly other shades.
+  object a size larger, or the same scene rendered again in slightly other shades. Last, each flat region
+  (the background, an object's inside) must keep its shade: the median difference over it stays within
+  what two JPEG encodes can move a flat mean (``SHADE_BIAS``), so a render in shades a few levels apart,
+  which the per-cell tests must let through as noise, is not a copy.
 - An image whose luma is flat but whose colours are not (equal-luma colours) hashes and aligns on its
   colour axis instead (``make_thumb``). Images flat in both (no structure to align on) never get a
   ``copy`` verdict; only identical bytes mark them.
@@ -36,7 +39,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 from scipy.fft import dctn, fft2, ifft2
-from scipy.ndimage import gaussian_filter, map_coordinates, maximum_filter, minimum_filter, uniform_filter
+from scipy.ndimage import gaussian_filter, label, map_coordinates, maximum_filter, median, minimum_filter, uniform_filter
 
 THUMB = 64  # grey thumbnail's long side, pixels
 CHROMA = 16  # colour thumbnail's long side
@@ -52,6 +55,9 @@ CHROMA_ABS = 8.0  # Cb/Cr levels a colour cell may differ by
 GAP_GREY = 3.0  # grey levels a cell's pixels may lie, on average, outside the other image's local range
 GAP_REL = 0.1  # plus this share of the cell's contrast (sub-pixel box sampling of fine texture)
 GAP_CHROMA = 4.0  # the same for a colour pixel's 3 x 3 neighbourhood, in Cb/Cr levels
+SHADE_FLAT = 4.0  # levels: a pixel whose neighbourhood (5 x 5 grey, 3 x 3 colour) spans no more is inside a flat region
+SHADE_MIN = (12, 4)  # pixels a flat region needs (grey, colour) for its shade to be compared
+SHADE_BIAS = 2.5  # levels a flat region's median difference may reach: two JPEG encodes (<= 1 each) and rounding
 VERSION = 1  # header byte of a thumbnail whose grey channel is luma
 VERSION_BY_COLOUR = 2  # ... and of one whose grey channel is the colour axis (luma-flat images)
 
@@ -75,7 +81,7 @@ class Alignment:
     dx: float
     dy: float
     overlap: float  # aligned overlap / the smaller image's area
-    score: float  # worst cell's residual as a share of what the cell may differ by (< 1: every cell agrees)
+    score: float  # worst test's share of what it allows (cell residuals, ranges, flat regions' shade; < 1: all agree)
     accepted: bool
 
 
@@ -341,7 +347,8 @@ def _verify(a: Thumb, b: Thumb, fa: np.ndarray, grid: np.ndarray, a_side: _ASide
 
 def _agreement(a: Thumb, b: Thumb, bw: np.ndarray, inside: np.ndarray, scale: float, dx: float, dy: float,
                a_side: _ASide | None = None) -> float:
-    """Worst cell's residual over what it may differ by (grey and colour); < 1 when every cell agrees."""
+    """Worst cell's residual over what it may differ by (grey and colour), and flat regions' shade offsets over
+    theirs; < 1 when everything agrees."""
     h, w = a.grey.shape
     m = int(round(BORDER * max(h, w)))
     core = inside.copy()
@@ -398,7 +405,23 @@ def _agreement(a: Thumb, b: Thumb, bw: np.ndarray, inside: np.ndarray, scale: fl
         hi, _ = _resample(maximum_filter(cb[c], 3), cscale, ca.shape[1:], dx * fa, dy * fa)
         cgap = uniform_filter(_gap(ca[c], bwc, lo, hi) * ins, 3) / norm
         worst = max(worst, float(cgap[ins].max()) / GAP_CHROMA)
-    return max(grey_score, range_score, worst)
+        worst = max(worst, _shade_bias(ca[c], bwc, ins, 3, SHADE_MIN[1]) / SHADE_BIAS)
+    return max(grey_score, range_score, worst, _shade_bias(a.grey, bw, core, 5, SHADE_MIN[0]) / SHADE_BIAS)
+
+
+def _shade_bias(a: np.ndarray, bw: np.ndarray, mask: np.ndarray, size: int, min_pixels: int) -> float:
+    """The largest |median(A - B)| over A's flat regions (connected pixels whose ``size`` x ``size`` neighbourhood is
+    flat). A copy keeps every region's shade (a re-encode moves a flat mean by a level at most, a rescale not at all),
+    while the world's semantic twins, one description rendered again, differ by a few levels in the background or in
+    one object: within what the per-cell tests must allow for edges and noise, but not a consistent offset."""
+    flat = (maximum_filter(a, size) - minimum_filter(a, size) <= SHADE_FLAT) & mask
+    labels, n = label(flat)
+    if n == 0:
+        return 0.0
+    big = np.flatnonzero(np.bincount(labels.ravel(), minlength=n + 1)[1:] >= min_pixels) + 1
+    if big.size == 0:
+        return 0.0
+    return float(np.abs(np.asarray(median(a - bw, labels, big))).max())
 
 
 def _gap(a: np.ndarray, bw: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
