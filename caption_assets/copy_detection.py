@@ -39,7 +39,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 from scipy.fft import dctn, fft2, ifft2
-from scipy.ndimage import gaussian_filter, label, map_coordinates, maximum_filter, median, minimum_filter, uniform_filter
+from scipy.ndimage import gaussian_filter, label, map_coordinates, maximum_filter, minimum_filter, uniform_filter
 
 THUMB = 64  # grey thumbnail's long side, pixels
 CHROMA = 16  # colour thumbnail's long side
@@ -416,12 +416,17 @@ def _shade_bias(a: np.ndarray, bw: np.ndarray, mask: np.ndarray, size: int, min_
     one object: within what the per-cell tests must allow for edges and noise, but not a consistent offset."""
     flat = (maximum_filter(a, size) - minimum_filter(a, size) <= SHADE_FLAT) & mask
     labels, n = label(flat)
-    if n == 0:
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = (counts >= min_pixels) & (np.arange(n + 1) > 0)
+    inside = keep[labels]
+    if not inside.any():
         return 0.0
-    big = np.flatnonzero(np.bincount(labels.ravel(), minlength=n + 1)[1:] >= min_pixels) + 1
-    if big.size == 0:
-        return 0.0
-    return float(np.abs(np.asarray(median(a - bw, labels, big))).max())
+    lab, d = labels[inside], (a - bw)[inside]
+    d = d[np.lexsort((d, lab))]  # each region's differences, sorted, one region after another
+    sizes = counts[keep]
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    medians = 0.5 * (d[starts + (sizes - 1) // 2] + d[starts + sizes // 2])
+    return float(np.abs(medians).max())
 
 
 def _gap(a: np.ndarray, bw: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
