@@ -68,7 +68,7 @@ def funnel_rows(result: IngestResult) -> list[tuple[str, str | None, int]]:
     owners=["team:data-platform"],
     tags={"stage": "ingest", "scope": "shard"},
     op_tags=INGEST_STEP_TAGS,
-    code_version="raw_pairs-v1",
+    code_version="raw_pairs-v2",  # v2: copy verdicts verified by the range and shade tests (re-ingest to re-verify)
     description=(
         "One row per crawl sample: stable uid, pointer into the shard (no copy of the bytes), sha256, "
         "perceptual hash, size, format, normalised + raw alt-text, url, json metadata, the global duplicate index's "
