@@ -74,8 +74,8 @@ def novel_words(alt_text: str, synthetic: str) -> set[str]:
 
 def rule_fuse(item: FusionInput, alt_informative: bool, tags: Sequence[str] = (), ocr_text: str | None = None) -> str:
     """Deterministic fusion without a model: the synthetic caption, the alt-text when it is informative and
-    adds words the synthetic caption lacks (only its quoted text when that is all it adds), the OCR text
-    when the caption does not already quote it.
+    adds words the synthetic caption lacks (only its quoted text when that is all it adds, or when it restates
+    the caption), the OCR text when the caption does not already quote it.
     Used by the demo profile and as the fallback."""
     base = item.synthetic_caption.strip().rstrip(".")
     alt = item.alt_text.strip().rstrip(".")
@@ -83,9 +83,14 @@ def rule_fuse(item: FusionInput, alt_informative: bool, tags: Sequence[str] = ()
     novel = novel_words(alt, base) if base else set(tokens(alt))
     quoted = _QUOTED.findall(alt)
     if alt_informative and alt and novel:
-        if base and quoted and novel <= set(tokens(" ".join(quoted))) | _TEXT_WORDS:
+        content = {w for w in tokens(alt) if w not in FILLER}
+        # an alt-text whose content words are mostly the synthetic caption's describes the same things: appending it
+        # would list them twice, and where the two disagree (a heart, a cross) say both. Rules cannot tell which is
+        # right; the guardrail's scores can (a better-scored alt-text wins the fallback).
+        restates = bool(base) and len(content - novel) >= 0.5 * len(content)
+        if base and quoted and (restates or novel <= set(tokens(" ".join(quoted))) | _TEXT_WORDS):
             parts += [f'with the text "{q}"' for q in quoted]  # the alt-text only adds the visible text
-        else:
+        elif not restates:
             parts.append(alt)
     ocr = (ocr_text or "").strip()
     if ocr and f'"{ocr.lower()}"' not in ", ".join(parts).lower():

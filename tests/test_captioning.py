@@ -98,6 +98,15 @@ def test_rule_fuser():
     worded = FusionInput('a red circle with the word "OPEN"', "a large red circle on the left on a blue background")
     assert rule_fuse(worded, True, ocr_text="OPEN") == 'a large red circle on the left on a blue background, with the text "OPEN"'
     assert rule_fuse(FusionInput("red circle", ""), True) == "red circle"
+    # an alt-text that restates the caption and disagrees on one shape is not appended (no list twice, no heart and
+    # cross at once); its quoted word still is
+    syn = "a green background with a small white square on the left, a small orange cross at the bottom and a large black triangle on the right"
+    restated = FusionInput("a small white square on the left, a small orange heart at the bottom and a large black triangle on green", syn)
+    assert rule_fuse(restated, True) == syn
+    quoting = FusionInput('a small white square, a small orange heart and a large black triangle with the word "TAXI"', syn)
+    assert rule_fuse(quoting, True) == syn + ', with the text "TAXI"'
+    adds = FusionInput("a small orange heart on a poster for the Lisbon book fair", syn)  # mostly new: appended
+    assert rule_fuse(adds, True) == syn + ", a small orange heart on a poster for the Lisbon book fair"
 
 
 SOURCES = ["Eiffel Tower at night, Paris 2019", "a tall metal tower lit up at night", ""]
