@@ -30,7 +30,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="--out holds this bench's crawl: ingest it again (a fresh index)")
     args = ap.parse_args()
     from bench.eval import SEED, web_texts
-    from caption_assets.curation_eval.stage_truth import duplicate_metrics
+    from caption_assets.curation_eval.stage_truth import STAGE_TRUTH_SCHEMA, duplicate_metrics
     from caption_assets.duplicate_index import ImageIndex
     from caption_assets.ingest import ingest_shard
     from caption_assets.world.crawl import CrawlSpec, shard_plan, write_crawl
@@ -68,7 +68,7 @@ def main() -> None:
     raw.write_parquet(out / "raw_pairs.parquet")
     none = raw.select("uid", drop_reason=pl.lit(None, pl.String))
     rows = duplicate_metrics(truth, none, none, raw.select("uid").clear(), raw)
-    figures = pl.DataFrame(rows, schema=["stage", "metric", "value", "n"], orient="row").filter(pl.col("stage") == "raw_pairs")
+    figures = pl.DataFrame(rows, schema=STAGE_TRUTH_SCHEMA, orient="row").filter(pl.col("stage") == "raw_pairs")
     with pl.Config(tbl_rows=-1, tbl_width_chars=120):
         print(figures)
     print(wrong_verdicts(raw, truth))
