@@ -182,11 +182,12 @@ def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
     """
     from dagster import DagsterInstance
 
-    from caption_assets.launch import Launcher, Outcome, Request, open_workspace
+    from caption_assets.launch import Launcher, Outcome, Request, ingest_until_settled, open_workspace
     from caption_assets.placement import POOL
     from caption_assets.partitions import shards_partitions
     from caption_assets.settings import load_settings
     from caption_assets.shards import discover_shards
+    from resources import DuplicateIndex
 
     settings = load_settings()
     instance = DagsterInstance.get()
@@ -215,7 +216,13 @@ def run_chain(verbose: bool = True, evaluate: bool = False) -> int:
         print(f"  executor {settings.executor} ({steps}), {settings.max_concurrent_runs} runs at a time", flush=True)
     with open_workspace(instance) as workspace:
         launcher = Launcher(instance, workspace, settings.max_concurrent_runs, run_config=QUIET)
-        ingested = [o.request.partition for o in launcher.run([Request("ingest_shard", s, s) for s in shards], report) if o.ok]
+
+        def ingest(names: list[str], again: bool) -> list[str]:
+            why = " (stale duplicate verdicts: ingest again)" if again else ""
+            return [o.request.partition for o in launcher.run([Request("ingest_shard", s, s + why) for s in names], report) if o.ok]
+
+        # concurrent ingests commit in any order: shards left with stale copy verdicts are ingested again
+        ingested, _ = ingest_until_settled(ingest, DuplicateIndex(path=str(settings.duplicate_index_path)).stale_shards, shards)
         # The referee and the alignment levels read every ingested shard; the model stages read both.
         launcher.run([Request("shared_models" if ingested else "train_reward_model", None, "all shards")], report)
         launcher.run([Request("shard_models", s, s) for s in ingested], report)

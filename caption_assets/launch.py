@@ -10,7 +10,7 @@ here executes a step: a run launched from the shell is the same run the UI would
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +118,29 @@ class Launcher:
                     if on_done is not None:
                         on_done(out)
         return [done[i] for i in range(len(requests))]
+
+
+def ingest_until_settled(ingest: Callable[[list[str], bool], list[str]], stale: Callable[[], Iterable[str]],
+                          shards: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """Ingest ``shards``, then re-ingest the shards the duplicate index marks stale until none is.
+
+    Ingests run concurrently and commit in any order; a shard that committed before an earlier-sorting shard holding
+    the first copy of one of its images kept that image as an original, and the index marks it stale (what the crawl
+    sensor re-ingests under a daemon). ``ingest(names, again)`` launches the runs and returns the shards that
+    succeeded. A re-ingest can restale only shards sorting after it, so this ends; a shard whose re-ingest fails is
+    not retried here (it stays stale for the sensor). Returns (the shards ingested, each round's re-ingested shards).
+    """
+    ingested = ingest(list(shards), False)
+    known, rounds = set(shards), []
+    for _ in range(len(shards)):
+        again = sorted(set(stale()) & known)
+        if not again:
+            break
+        rounds.append(again)
+        failed = set(again) - set(ingest(again, True))
+        known -= failed
+        ingested = [s for s in ingested if s not in failed]
+    return ingested, rounds
 
 
 def failure_reason(instance: DagsterInstance, run_id: str) -> str:

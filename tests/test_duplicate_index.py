@@ -13,6 +13,7 @@ import pytest
 from caption_assets.copy_detection import Alignment
 from caption_assets.duplicate_index import ImageIndex as _ImageIndex, band_values, probes
 from caption_assets.ingest import ingest_shard
+from caption_assets.launch import ingest_until_settled
 from tests.helpers import noise_image, write_tar
 
 SHARDS = ["a.tar", "b.tar", "c.tar", "d.tar"]
@@ -49,26 +50,29 @@ def synthetic_crawl(seed: int = 0, per_shard: int = 40) -> dict[str, pl.DataFram
     return {s: rows(s, sha[k * per_shard:(k + 1) * per_shard], base[k * per_shard:(k + 1) * per_shard].tolist()) for k, s in enumerate(SHARDS)}
 
 
-def settle(index: ImageIndex, crawl: dict[str, pl.DataFrame], order: list[str], parallel: bool = False) -> dict[str, pl.DataFrame]:
-    """Ingest in ``order`` (optionally two at a time), then re-ingest stale shards until none is left."""
+def settle(index: ImageIndex, crawl: dict[str, pl.DataFrame], order: list[str], parallel: bool = False,
+           fail_again: frozenset[str] = frozenset()) -> dict[str, pl.DataFrame]:
+    """Ingest in ``order`` (optionally two at a time), then re-ingest stale shards with the CLI's loop
+    (``ingest_until_settled``); a shard in ``fail_again`` fails its re-ingest."""
     verdicts: dict[str, pl.DataFrame] = {}
 
     def one(s: str) -> None:
         verdicts[s] = index.update(s, crawl[s]).verdicts
 
-    if parallel:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(one, order))
-    else:
-        for s in order:
-            one(s)
-    for _ in range(len(order)):
-        stale = index.stale_shards()
-        if not stale:
-            break
-        for s in stale:
-            one(s)
-    assert index.stale_shards() == {}
+    def ingest(names: list[str], again: bool) -> list[str]:
+        names = [s for s in names if not (again and s in fail_again)]
+        if parallel:
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(one, names))
+        else:
+            for s in names:
+                one(s)
+        return names
+
+    ingested, rounds = ingest_until_settled(ingest, index.stale_shards, order)
+    settle.rounds = rounds
+    assert set(index.stale_shards()) == set(fail_again) & {s for r in rounds for s in r}
+    assert sorted(ingested) == sorted(set(order) - set(index.stale_shards()))
     return verdicts
 
 
@@ -96,8 +100,16 @@ def test_any_arrival_order_settles_to_the_sequential_verdicts(tmp_path: Path, or
     shuffled.update(order[0], crawl[order[0]])
     assert order[0] in shuffled.update("a.tar", crawl["a.tar"]).restaled  # a.tar holds first copies of its images
     got = settle(shuffled, crawl, order, parallel)
+    assert settle.rounds and "a.tar" not in settle.rounds[0]  # a.tar restaled the shards ingested before it
     for s in SHARDS:
         assert got[s].equals(sequential[s]), s
+
+
+def test_a_failed_re_ingest_stays_stale_and_the_loop_ends(tmp_path: Path):
+    crawl = synthetic_crawl(seed=1)
+    index = ImageIndex(tmp_path / "i.sqlite")
+    settle(index, crawl, ["d.tar", "c.tar", "b.tar", "a.tar"], fail_again=frozenset({"c.tar"}))
+    assert list(index.stale_shards()) == ["c.tar"] and len(settle.rounds) == 1  # left for the crawl sensor
 
 
 def test_re_ingesting_the_same_content_restales_nothing(tmp_path: Path):
