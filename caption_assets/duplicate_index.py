@@ -373,6 +373,8 @@ class ImageIndex:
         query = dict(zip(rows["ord"].to_list(), zip(rows["thumb"].to_list(), rows["phash"].to_list())))
         found = []
         t0 = time.perf_counter()
+        if isinstance(verify, _Memo):  # the cheap rejections first, in the verifier's own order (its caches)
+            verify.screen([(thumbs[image][0], query[o][0]) for o, image in cands.select("ord", "id").iter_rows()])
         for o, uid, image in cands.select("ord", "uid", "id").iter_rows():  # in stable order: the first accepted wins
             if found and found[-1][0] == o:
                 continue
@@ -438,6 +440,19 @@ class _Memo:
         self.verify = verify
         self.done: dict[tuple[bytes | None, bytes | None], cd.Alignment | None] = {}
         self.seconds = 0.0  # spent verifying, over every plan
+
+    def screen(self, pairs: list[tuple[bytes | None, bytes | None]]) -> None:
+        """Remember as rejected the pairs the verifier's cheap tests reject, taken in the order it prefers
+        (``PairVerifier.screen``); a verifier without ``screen`` decides every pair when asked."""
+        screen = getattr(self.verify, "screen", None)
+        todo = [p for p in dict.fromkeys(pairs) if p not in self.done]
+        if screen is None or not todo:
+            return
+        t0 = time.perf_counter()
+        for pair, keep in zip(todo, screen(todo)):
+            if not keep:
+                self.done[pair] = cd.PairVerifier.REJECTED
+        self.seconds += time.perf_counter() - t0
 
     def __call__(self, a: bytes | None, b: bytes | None) -> cd.Alignment | None:
         key = (a, b)

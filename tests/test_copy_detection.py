@@ -130,10 +130,13 @@ def test_the_pair_verifier_gives_verify_s_verdicts_and_alignments():
     pairs = [(o.name, c.name) for c in copies for o in originals[:10]] + [(c.group, c.name) for c in copies]
     pairs += [(it.group, it.name) for it in photos if it.kind != "original"][:40] + [(x.name, y.name) for x in photos[:6] for y in photos[-6:]]
     pv = cd.PairVerifier()
+    # the index screens a shard's pairs first, grouped by A in chunks of Bs: small chunks here, so As come round again
+    screened = dict(zip(pairs, cd.PairVerifier().screen([(thumb[a], thumb[b]) for a, b in pairs], chunk=7)))
     accepted = 0
     for a, b in sorted(pairs, key=lambda p: p[1]):  # one B after another, as the index asks
         want, got = cd.verify(cd.read_thumb(thumb[a]), cd.read_thumb(thumb[b])), pv(thumb[a], thumb[b])
         assert (want is None) == (got is None), (a, b)
+        assert screened[(a, b)] == (got is not None and got is not cd.PairVerifier.REJECTED), (a, b)  # what __call__ aligns
         if want is not None:
             assert want.accepted == got.accepted, (a, b)
             if want.accepted:
