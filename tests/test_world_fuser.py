@@ -45,3 +45,35 @@ def test_a_tiny_fuser_trains_and_loads_through_the_products_loader(tmp_path: Pat
         assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
     prompt = render_prompt(cfg.template, example(sample_scene(random.Random(3)), random.Random(3)).inputs)
     assert "<|assistant|>" in tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
+
+def test_the_copy_curriculum_puts_the_word_at_varying_distances_and_the_answer_quotes_it():
+    from caption_assets.world.train_fuser import copy_examples
+
+    data = copy_examples(200, seed=0)
+    assert data == copy_examples(200, seed=0)
+    tails = set()
+    for prompt, answer in data:
+        word = answer.rsplit('"', 2)[1]
+        assert answer.endswith(f'with the word "{word}"') and f'"{word}"' in prompt
+        tails.add(len(prompt) - prompt.index(f'"{word}"'))
+    assert len(tails) > 50  # no fixed offset: a fixed one was learned by position and taught the long prompt nothing
+
+
+def test_word_weight_and_init_go_on_from_a_checkpoint(tmp_path: Path):
+    from transformers import AutoModelForCausalLM
+
+    from caption_assets.world.train_fuser import word_token_ids
+
+    small = replace(FuserTrainConfig(), n_scenes=200, steps=5, batch_size=4, hidden=32, layers=1, heads=2, vocab_size=400)
+    train_fuser(small, tmp_path / "a", log=lambda m: None)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "a")
+    assert len(word_token_ids(tok)) >= 10  # every printed word has tokens to weight
+    more = replace(small, steps=3, word_weight=5.0, copy_share=0.5, word_rate=1.0, seed=1)
+    report = train_fuser(more, tmp_path / "b", log=lambda m: None, init=tmp_path / "a")
+    assert report["vocab_size"] == len(tok)  # the checkpoint's tokenizer, not a new one
+    a = AutoModelForCausalLM.from_pretrained(tmp_path / "a").state_dict()
+    b = AutoModelForCausalLM.from_pretrained(tmp_path / "b").state_dict()
+    assert a.keys() == b.keys() and any(not (a[k] == b[k]).all() for k in a)
