@@ -396,11 +396,13 @@ def print_models() -> None:
     if os.environ.get("CAPTION_ASSETS_PROFILE", "demo") != "demo" or not report.exists():
         return
     r = json.loads(report.read_text())
-    minutes = (r.get("render_seconds", 0) + r["clip"]["train_seconds"] + r["captioner"]["train_seconds"]) / 60
+    minutes = (r.get("render_seconds", 0) + sum(r[m]["train_seconds"] for m in ("clip", "captioner", "fuser") if m in r)) / 60
     clip, cap = r["test_split"]["clip"], r["test_split"]["captioner"]
+    fuser = r["test_split"].get("fuser")
+    fused = f", fused captions keeping the printed word {fuser['word_kept_when_carried']:.2f}" if fuser else ""
     print(f"  models     {DEMO_MODELS} (trained on the world's training split in {minutes:.0f} min of CPU; held-out: "
           f"zero-shot shape {clip['zeroshot_shape_acc']:.2f} / colour {clip['zeroshot_colour_acc']:.2f}, "
-          f"captions naming every object {cap['greedy_names_every_object']:.2f})")
+          f"captions naming every object {cap['greedy_names_every_object']:.2f}{fused})")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,6 +130,9 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     model = str(sections["captioner"].get("model", ""))
     if model and _resolve(model).is_dir():
         sections["captioner"]["model"] = str(_resolve(model))
+    llm = str(sections["fuser"].get("model", ""))
+    if llm and sections["fuser"].get("backend") == "transformers" and _resolve(llm).is_dir():  # openai: a served name
+        sections["fuser"]["model"] = str(_resolve(llm))
     return Settings(
         profile, crawl_dir, data_dir, warehouse_path, annotations, clip, env=passed, automation=automation == "on",
         max_concurrent=max_concurrent, max_concurrent_runs=max_concurrent_runs, executor=executor, k8s_executor_config=k8s_config,

@@ -3,8 +3,8 @@
     python scripts/train_demo_models.py [--out data/demo_models] [--only clip|captioner|fuser] [--threads N] [--clip-steps N] [--captioner-steps N] [--fuser-steps N]
 
 The shipped models came from `--only clip --threads 1` and `--only captioner --threads 1` run side by side
-(about 41 and 24 minutes on 2 cores). `--only fuser` is not shipped yet: its default run (15,000 steps, batch
-64) learned on a lent GPU in 6 minutes; on 2 CPU cores it needs hours (see ``FuserTrainConfig``). CPU only, seeded, reproducible on the same machine, thread count and
+(about 41 and 24 minutes on 2 cores), and `--only fuser --threads 1` (two stages: the copy task, then the
+product's prompt; see ``train_fuser_staged``). CPU only, seeded, reproducible on the same machine, thread count and
 library versions. Writes:
 ``world-clip.pt`` + ``world-clip.json`` (open_clip checkpoint and model config), ``world-captioner/``
 (a transformers VisionEncoderDecoder saved with ``save_pretrained``), ``world-fuser/`` (a Llama-config causal LM
@@ -30,7 +30,7 @@ from caption_assets.world.data import TRAIN, render_split  # noqa: E402
 from caption_assets.world.models import evaluate_models, folder_size  # noqa: E402
 from caption_assets.world.train_captioner import CaptionerTrainConfig, train_captioner  # noqa: E402
 from caption_assets.world.train_clip import ClipTrainConfig, train_clip  # noqa: E402
-from caption_assets.world.train_fuser import FuserTrainConfig, evaluate_fuser, train_fuser  # noqa: E402
+from caption_assets.world.train_fuser import FUSION_STAGE, evaluate_fuser, train_fuser_staged  # noqa: E402
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
     ap.add_argument("--clip-steps", type=int, default=ClipTrainConfig.steps)
     ap.add_argument("--captioner-steps", type=int, default=CaptionerTrainConfig.steps)
     ap.add_argument("--images", type=int, default=20000)
-    ap.add_argument("--fuser-steps", type=int, default=FuserTrainConfig.steps)
+    ap.add_argument("--fuser-steps", type=int, default=FUSION_STAGE.steps, help="steps of the fusion stage")
     ap.add_argument("--only", choices=["clip", "captioner", "fuser"], default=None)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
@@ -52,7 +52,8 @@ def main() -> None:
     figures: dict = {}
     if args.only in (None, "fuser"):  # text only: no scenes rendered
         print("training world-fuser ...", flush=True)
-        report["fuser"] = train_fuser(replace(FuserTrainConfig(), steps=args.fuser_steps), args.out / "world-fuser", log=lambda m: print(m, flush=True))
+        fusion = replace(FUSION_STAGE, steps=args.fuser_steps)
+        report["fuser"] = train_fuser_staged(args.out / "world-fuser", fusion=fusion, log=lambda m: print(m, flush=True))
         figures["fuser"] = evaluate_fuser(args.out / "world-fuser")
     if args.only == "fuser":
         write_report(args.out, report, figures, torch.get_num_threads())

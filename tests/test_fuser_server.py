@@ -2,8 +2,8 @@
 
 The stub server in ``test_captioning`` checks retries and bounds against scripted failures; this one checks that
 what a served checkpoint returns is what the same checkpoint generates in-process, and that a run outlives a
-server restart. The model is a tiny local Llama chat checkpoint (``tests.helpers.tiny_chat_model``); nothing is
-downloaded (``HF_HUB_OFFLINE=1``).
+server restart. The models are a tiny local Llama chat checkpoint (``tests.helpers.tiny_chat_model``) and the
+demo's trained world-fuser (``data/demo_models/world-fuser``); nothing is downloaded (``HF_HUB_OFFLINE=1``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from caption_assets.fusion import FusionInput
+from caption_assets.world.models import FUSER_FOLDER
 from resources.fuser import CaptionFuser
 from tests.helpers import tiny_chat_model
 
@@ -136,3 +137,26 @@ def test_a_run_outlives_a_server_restart(served):
     assert not run.is_alive()
     assert result[0] == want
     assert seen["posts"] > len(ITEMS)  # the refused attempts were retried, not failed
+
+
+@pytest.mark.skipif(not FUSER_FOLDER.is_dir(), reason="the demo's world-fuser is not in this checkout")
+def test_the_demo_fuser_served_answers_what_it_fuses_in_process(tmp_path):
+    """Real weights behind the server: the demo's world-fuser on held-out world prompts, greedy, whole captions."""
+    from caption_assets.world.train_fuser import examples
+
+    data = [e for e in examples("test", 60) if e.carried][:4] + examples("test", 12)
+    items = [e.inputs for e in data]
+    local = CaptionFuser(backend="transformers", model=str(FUSER_FOLDER), template="fusecap_v1", max_new_tokens=64, batch_size=8, device="cpu", precision="fp32")
+    local.setup_for_execution()
+    want = local.fuse(items)
+    server = Server(FUSER_FOLDER, free_port(), tmp_path / "serve.log")
+    server.start()
+    try:
+        fuser = CaptionFuser(backend="openai", endpoint_url=server.url, model=str(FUSER_FOLDER), template="fusecap_v1", max_new_tokens=64, max_concurrency=4)
+        fuser.setup_for_execution()
+        got = fuser.fuse(items)
+        fuser.teardown_after_execution()
+    finally:
+        server.stop()
+    assert got == want
+    assert all(f'"{e.scene.word}"' in (text or "") for (text, _), e in zip(want, data) if e.carried)  # the word an input carried

@@ -58,7 +58,8 @@ def test_every_step_that_takes_a_model_resource_gets_the_helpers_pool_and_tags(p
 def test_models_pinned_to_the_cpu_ask_for_cpus_only_and_keep_the_pool():
     base = load_settings({"CAPTION_ASSETS_PROFILE": "demo", "CAPTION_ASSETS_DEVICE": "cpu"})
     assert placements(base)["scored_pairs"][1]["dagster-ray/config"]["num_gpus"] == 1  # the captioner is still on `auto`
-    cpu = dataclasses.replace(base, captioner={**base.captioner, "device": "cpu"})
+    assert placements(base)["fused_captions"][1]["dagster-ray/config"]["num_gpus"] == 1  # and the demo's world-fuser
+    cpu = dataclasses.replace(base, captioner={**base.captioner, "device": "cpu"}, fuser={**base.fuser, "device": "cpu"})
     found = placements(cpu)
     for name in MODEL_ASSETS:
         pool, tags, _ = found[name]

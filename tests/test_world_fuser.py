@@ -63,17 +63,35 @@ def test_the_copy_curriculum_puts_the_word_at_varying_distances_and_the_answer_q
 def test_word_weight_and_init_go_on_from_a_checkpoint(tmp_path: Path):
     from transformers import AutoModelForCausalLM
 
-    from caption_assets.world.train_fuser import word_token_ids
+    from caption_assets.world.train_fuser import copy_examples, word_choice, word_span
 
     small = replace(FuserTrainConfig(), n_scenes=200, steps=5, batch_size=4, hidden=32, layers=1, heads=2, vocab_size=400)
     train_fuser(small, tmp_path / "a", log=lambda m: None)
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tmp_path / "a")
-    assert len(word_token_ids(tok)) >= 10  # every printed word has tokens to weight
+    answer = 'a red circle in the centre on a blue background with the word "QZXJ"'
+    span = word_span(tok, answer)  # a word the tokenizer never saw: weighted whatever it splits into
+    assert len(span) >= 1 and tok.decode(tok(answer, add_special_tokens=False)["input_ids"][span.start: span.stop]).strip() == "QZXJ"
+    assert not word_span(tok, "a red circle in the centre on a blue background")
     more = replace(small, steps=3, word_weight=5.0, copy_share=0.5, word_rate=1.0, seed=1)
     report = train_fuser(more, tmp_path / "b", log=lambda m: None, init=tmp_path / "a")
     assert report["vocab_size"] == len(tok)  # the checkpoint's tokenizer, not a new one
     a = AutoModelForCausalLM.from_pretrained(tmp_path / "a").state_dict()
     b = AutoModelForCausalLM.from_pretrained(tmp_path / "b").state_dict()
     assert a.keys() == b.keys() and any(not (a[k] == b[k]).all() for k in a)
+    held = copy_examples(6, seed=99)
+    choice = word_choice(tmp_path / "b", pairs=held)
+    assert choice["word_positions"] == 6  # the first token of each answer's printed word, however it splits
+    assert 0.0 <= choice["p_right_word"] <= 1.0 and choice["chance"] == 0.1
+
+
+def test_the_staged_recipe_goes_on_from_the_copy_stage_and_leaves_one_checkpoint(tmp_path: Path):
+    from caption_assets.world.train_fuser import train_fuser_staged
+
+    tiny = replace(FuserTrainConfig(), n_scenes=120, batch_size=4, hidden=32, layers=1, heads=2, vocab_size=400)
+    report = train_fuser_staged(tmp_path / "world-fuser", copy=replace(tiny, steps=2, copy_share=1.0),
+                                fusion=replace(tiny, steps=3, copy_share=0.2, seed=1), log=lambda m: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["world-fuser"]  # the copy stage's checkpoint is gone
+    assert [c["step"] for c in report["copy_stage"]["curve"]] == [0, 1] and [c["step"] for c in report["fusion_stage"]["curve"]] == [0, 2]
+    assert report["fusion_stage"]["vocab_size"] == report["copy_stage"]["vocab_size"] == report["vocab_size"]

@@ -9,6 +9,7 @@ from caption_assets.settings import PROJECT_ROOT
 DEMO_MODELS = PROJECT_ROOT / "data" / "demo_models"
 CLIP_CHECKPOINT = DEMO_MODELS / "world-clip.pt"
 CAPTIONER_FOLDER = DEMO_MODELS / "world-captioner"
+FUSER_FOLDER = DEMO_MODELS / "world-fuser"
 
 
 def folder_size(path: Path) -> int:
