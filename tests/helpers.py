@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
 import struct
+import subprocess
+import sys
 import tarfile
+import time
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import requests
 from PIL import Image
 
 
@@ -145,3 +151,43 @@ def tiny_chat_model(path: Path, words: str = "a fused caption of the tower at ni
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``transformers serve <folder>`` on loopback, started and stopped by the test."""
+
+    def __init__(self, model: Path, port: int, log: Path):
+        self.model, self.port, self.log = model, port, log
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout_s: float = 240.0) -> None:
+        cli = Path(sys.executable).parent / "transformers"
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([str(cli), "serve", str(self.model), "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu"],
+                                         stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            try:
+                if requests.get(f"http://127.0.0.1:{self.port}/health", timeout=1).ok:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(self.log.read_text()[-2000:])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)

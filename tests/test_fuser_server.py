@@ -8,66 +8,21 @@ demo's trained world-fuser (``data/demo_models/world-fuser``); nothing is downlo
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from caption_assets.fusion import FusionInput
 from caption_assets.world.models import FUSER_FOLDER
 from resources.fuser import CaptionFuser
-from tests.helpers import tiny_chat_model
+from tests.helpers import Server, free_port, tiny_chat_model
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 ITEMS = [FusionInput(f"the tower {'at night ' * (i % 3)}", f"a caption of the tower {'merge ' * (i % 4)}") for i in range(24)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """``transformers serve <folder>`` on loopback, started and stopped by the test."""
-
-    def __init__(self, model: Path, port: int, log: Path):
-        self.model, self.port, self.log = model, port, log
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self, timeout_s: float = 240.0) -> None:
-        cli = Path(sys.executable).parent / "transformers"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([str(cli), "serve", str(self.model), "--host", "127.0.0.1", "--port", str(self.port), "--device", "cpu"],
-                                         stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{self.port}/health", timeout=1).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(self.log.read_text()[-2000:])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
