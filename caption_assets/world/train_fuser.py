@@ -284,14 +284,14 @@ def train_fuser(cfg: FuserTrainConfig, out: Path, log: Callable[[str], None] = p
             "vocab_size": len(tok), "curve": curve}
 
 
-def evaluate_fuser(folder: Path, n: int = 300, template: str = "fusecap_v1", batch_size: int = 32) -> dict:
+def evaluate_fuser(folder: Path, n: int = 300, template: str = "fusecap_v1", batch_size: int = 32, extra_rate: float = 0.0) -> dict:
     """On the held-out test split, through the product's loader and batched generation (``resources.fuser``): how
     often the fused caption names every object right, names one that is not there, keeps the printed word when an
     input carried it, writes one when none carried the scene's own (a misaligned alt-text's word, copied), and
     quotes a word that is in no input at all."""
     from resources.fuser import CaptionFuser
 
-    data = examples(TEST, n)
+    data = examples(TEST, n, extra_rate=extra_rate)
     fuser = CaptionFuser(backend="transformers", model=str(folder), template=template, batch_size=batch_size, device="cpu", precision="fp32")
     fuser.setup_for_execution()
     t0 = time.perf_counter()
