@@ -55,6 +55,7 @@ def main() -> None:
         fusion = replace(FUSION_STAGE, steps=args.fuser_steps)
         report["fuser"] = train_fuser_staged(args.out / "world-fuser", fusion=fusion, log=lambda m: print(m, flush=True))
         figures["fuser"] = evaluate_fuser(args.out / "world-fuser")
+        figures["fuser_captioner_extra_objects"] = evaluate_fuser(args.out / "world-fuser", extra_rate=FUSION_STAGE.captioner_extra_rate)
     if args.only == "fuser":
         write_report(args.out, report, figures, torch.get_num_threads())
         return
