@@ -244,7 +244,8 @@ def train_fuser(cfg: FuserTrainConfig, out: Path, log: Callable[[str], None] = p
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok, model = AutoTokenizer.from_pretrained(init), AutoModelForCausalLM.from_pretrained(init).to(device)
-    encoded = [(*encode(tok, p, e.answer), word_span(tok, e.answer)) for p, e in zip(prompts, data)]
+    # the copy stage (copy_share 1) draws only copy rows: its scenes feed the tokenizer, not the batches
+    encoded = [(*encode(tok, p, e.answer), word_span(tok, e.answer)) for p, e in zip(prompts, data)] if cfg.copy_share < 1.0 else []
     copies = [(*encode(tok, p, a), word_span(tok, a)) for p, a in copy_examples(5000, cfg.seed, cfg.novel_word_rate)]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
@@ -333,10 +334,11 @@ def word_choice(folder: Path, n: int = 150, pairs: list[tuple[str, str]] | None 
     p = hits = count = 0.0
     with torch.inference_mode():
         for prompt, answer in pairs:
-            if not word_span(tok, answer):
+            span = word_span(tok, answer)
+            if not span:
                 continue
             ids, head = encode(tok, prompt, answer)
-            i = head + word_span(tok, answer)[0]  # the token that starts the word: the lookup, not the spelling
+            i = head + span[0]  # the token that starts the word: the lookup, not the spelling
             probs = model(torch.tensor([ids[: i + 1]])).logits[0, i - 1].softmax(-1)
             p, hits, count = p + float(probs[ids[i]]), hits + int(probs.argmax() == ids[i]), count + 1
     return {"word_positions": int(count), "p_right_word": round(p / max(1, count), 3), "argmax_right": round(hits / max(1, count), 3), "chance": round(1 / len(WORDS), 3)}
