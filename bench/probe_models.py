@@ -1,6 +1,6 @@
 """The demo models on shapes the world did not draw, at several scales (issue 22's probe).
 
-    python bench/probe_models.py [--per-scale 48]
+    python bench/probe_models.py [--per-scale 48] [--models data/demo_models]
 
 One shape, centred, drawn by ``bench/verdict_probe.py``'s scikit-image renderer (anti-aliased, speckled
 background, jittered colours, JPEG q75) at widths from a tenth to three quarters of the frame. For each
@@ -27,19 +27,19 @@ WIDTHS = (0.1, 0.2, 0.35, 0.5, 0.75)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-scale", type=int, default=48)
+    ap.add_argument("--models", type=Path, default=ROOT / "data" / "demo_models", help="a folder written by scripts/train_demo_models.py")
     args = ap.parse_args()
     import torch
 
     from bench.verdict_probe import draw_probe
     from caption_assets.world.captions import names_every_object
     from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, _clip_embed, zeroshot_accuracy
-    from caption_assets.world.models import DEMO_MODELS
     from caption_assets.world.scene import sample_scene
     from resources.captioner import Captioner
     from resources.clip import load_clip
 
-    model, preprocess, tokenizer = load_clip("world-clip", str(DEMO_MODELS / "world-clip.pt"), "cpu", "fp32")
-    captioner = Captioner(model=str(DEMO_MODELS / "world-captioner"), device="cpu", num_workers=0, decoding="greedy", num_candidates=1, max_new_tokens=40)
+    model, preprocess, tokenizer = load_clip("world-clip", str(args.models / "world-clip.pt"), "cpu", "fp32")
+    captioner = Captioner(model=str(args.models / "world-captioner"), device="cpu", num_workers=0, decoding="greedy", num_candidates=1, max_new_tokens=40)
     captioner.load()
     _, prompts = _clip_embed(model, preprocess, tokenizer, [], ZEROSHOT_PROMPTS)
     rng = np.random.default_rng(22)

@@ -2,7 +2,7 @@
 
     python bench/world.py            # train both models from scratch into a temp folder, then measure
     python bench/world.py --shipped  # measure the committed models (data/demo_models) and print their recorded training time
-    python bench/world.py --clip-steps 300 --captioner-steps 300   # a shorter run (figures will be lower)
+    python bench/world.py --clip-steps 300 --captioner-steps 300 200   # a shorter run (figures will be lower)
 
 Targets (issue 10): zero-shot shape and colour accuracy >= 0.9; correct-vs-misaligned ROC AUC >= 0.95;
 true caption above the one-attribute-wrong one for >= 0.8 of test images; greedy captions naming every
@@ -33,7 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shipped", action="store_true")
     ap.add_argument("--clip-steps", type=int, default=None)
-    ap.add_argument("--captioner-steps", type=int, default=None)
+    ap.add_argument("--captioner-steps", type=int, nargs="+", default=None, help="steps of each captioner stage")
     args = ap.parse_args()
     from caption_assets.world.models import DEMO_MODELS, evaluate_models, folder_size
 
@@ -47,16 +47,16 @@ def main() -> None:
         folder = Path(tempfile.mkdtemp(prefix="world-models-"))
         cmd = [sys.executable, str(ROOT / "scripts" / "train_demo_models.py"), "--out", str(folder)]
         cmd += ["--clip-steps", str(args.clip_steps)] if args.clip_steps else []
-        cmd += ["--captioner-steps", str(args.captioner_steps)] if args.captioner_steps else []
+        cmd += ["--captioner-steps", *map(str, args.captioner_steps)] if args.captioner_steps else []
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True)
         wall = time.perf_counter() - t0
         report = json.loads((folder / "training_report.json").read_text())
         figures = report["test_split"]
     print(f"\nmachine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}, models in {folder}")
-    print(f"render training split: {report.get('render_seconds')} s")
-    print(f"train world-clip:      {report['clip']['train_seconds']} s ({report['clip']['config']['steps']} steps)")
-    print(f"train world-captioner: {report['captioner']['train_seconds']} s ({report['captioner']['config']['steps']} steps)")
+    print(f"train world-clip:      {report['clip']['train_seconds']} s ({report['clip']['config']['steps']} steps; rendering {report['clip']['render_seconds']} s)")
+    for name, stage in report["captioner"].items():
+        print(f"train world-captioner {name}: {stage['train_seconds']} s ({stage['config']['steps']} steps, wide share {stage['config']['wide_share']}; rendering {stage['render_seconds']} s)")
     if wall is not None:
         print(f"whole run (render + train + evaluate): {wall:.0f} s")
     print(f"sizes: world-clip.pt {(folder / 'world-clip.pt').stat().st_size / 1e6:.1f} MB, world-captioner/ {folder_size(folder / 'world-captioner') / 1e6:.1f} MB")
@@ -64,6 +64,9 @@ def main() -> None:
     for (model, metric), target in TARGETS.items():
         value = figures[model][metric]
         print(f"  {model:9s} {metric:28s} {value:.3f}   target >= {target}  {'ok' if value >= target else 'MISSED'}")
+        wide = figures.get(f"{model}_wide", {}).get(metric)
+        if wide is not None:
+            print(f"  {model:9s} {metric:28s} {wide:.3f}   (the wide world: objects 0.1-0.75 of the frame)")
     cap = figures["captioner"]
     print(f"  captioner dbs_all_distinct             {cap['dbs_all_distinct']:.3f}   (candidate sets with no repeated caption)")
     print(f"  captioner dbs_candidates_correct       {cap['dbs_candidates_correct']:.3f}   (diverse-beam candidates naming every object)")

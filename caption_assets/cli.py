@@ -396,7 +396,7 @@ def print_models() -> None:
     if os.environ.get("CAPTION_ASSETS_PROFILE", "demo") != "demo" or not report.exists():
         return
     r = json.loads(report.read_text())
-    minutes = (r.get("render_seconds", 0) + sum(r[m]["train_seconds"] for m in ("clip", "captioner", "fuser") if m in r)) / 60
+    minutes = (r.get("render_seconds", 0) + sum(r[m]["train_seconds"] + r[m].get("render_seconds", 0) for m in ("clip", "captioner", "fuser") if m in r)) / 60
     clip, cap = r["test_split"]["clip"], r["test_split"]["captioner"]
     fuser = r["test_split"].get("fuser")
     fused = f", fused captions keeping the printed word {fuser['word_kept_when_carried']:.2f}" if fuser else ""

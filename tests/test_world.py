@@ -136,3 +136,82 @@ def test_the_ocr_expert_reads_only_the_printed_word():
     assert sum(r == s.word for r, s in zip(read, scenes)) >= 5
     blank = [ocr_image(encode(render(replace(s, word=None)), "PNG"), 85.0, "eng")[0] for s in scenes]
     assert blank == [None] * len(scenes)
+
+
+# ---------------------------------------------------------------------------------------- the wide world (issue 22)
+
+
+def _object_box(mask: np.ndarray, side: int) -> tuple[float, float, float, float]:
+    ys, xs = np.nonzero(mask)
+    return xs.min() / side, ys.min() / side, (xs.max() + 1) / side, (ys.max() + 1) / side
+
+
+@pytest.mark.parametrize("index", range(60))
+def test_wide_scenes_are_drawn_as_their_truth_says(index: int):
+    from caption_assets.world.scene import LARGE_FROM, WORD_BAND, slot_centre
+
+    scene = sample_scene(scene_rng("unit-wide", 0, index), wide=True, word_rate=0.5)
+    pixels = np.asarray(render(scene), dtype=np.float64)
+    union = np.zeros((scene.side, scene.side), bool)
+    for obj, half, mask in zip(scene.objects, scene.extents, object_masks(scene)):
+        assert not (mask & union).any(), "objects overlap"
+        union |= mask
+        x0, y0, x1, y1 = _object_box(mask, scene.side)
+        assert min(x0, y0) >= 0.02 and max(x1, y1) <= 0.98, "an object touches the frame"
+        if scene.word:  # the word's corner bands stay free
+            assert y0 >= WORD_BAND - 0.02 and y1 <= 1 - WORD_BAND + 0.02
+        assert (obj.size == "large") == (half >= LARGE_FROM)
+        assert nearest_colour(np.median(pixels[mask], axis=0)) == obj.colour
+        ys, xs = np.nonzero(mask)
+        fx, fy = slot_centre(obj.position, scene.spread)
+        assert abs(xs.mean() / scene.side - fx) < 0.09 and abs(ys.mean() / scene.side - fy) < 0.09
+    assert nearest_colour(np.median(pixels[~union], axis=0)) == scene.background
+
+
+def test_the_wide_world_spans_a_tenth_to_three_quarters_of_the_frame():
+    scenes = [sample_scene(scene_rng("unit-wide", 1, i), wide=True) for i in range(1500)]
+    widths = np.array([2 * h for s in scenes for h in s.extents])
+    assert 0.1 <= widths.min() < 0.105 and 0.7 < widths.max() <= 0.75
+    counts = np.histogram(widths, bins=[0.1, 0.2, 0.35, 0.5, 0.75])[0]
+    assert (counts >= 40).all(), counts  # every band of the probe's scales is drawn, the widest included
+    assert {s.texture for s in scenes if s.textured} == {"stripes", "speckle", "gradient"}
+    assert {len(s.objects) for s in scenes} == {1, 2, 3}
+    classic = sample_scene(scene_rng("unit", 0, 3))
+    assert classic.extents is None and classic == sample_scene(scene_rng("unit", 0, 3), wide=False)
+
+
+def test_augmentations_keep_every_colour_name_and_slot():
+    """Crop, blur, noise and JPEG q30 move pixels, never a colour across a colour name or an object out of its slot."""
+    from scipy.ndimage import binary_erosion
+
+    from caption_assets.world.data import augment
+
+    for i in range(40):
+        scene = sample_scene(scene_rng("unit-aug", 0, i), wide=i % 2 == 0, word_rate=0.0)
+        im = render(scene)
+        rng = random.Random(i)
+        out = np.asarray(augment(im, rng), dtype=np.float64)
+        assert out.shape == (scene.side, scene.side, 3)
+        for obj, mask in zip(scene.objects, object_masks(scene)):
+            core = binary_erosion(mask, iterations=max(1, int(0.035 * scene.side)))  # the crop shifts by <= 3%
+            if core.sum() >= 4:
+                assert nearest_colour(np.median(out[core], axis=0)) == obj.colour, (i, obj)
+
+
+def test_a_training_split_mixes_the_two_worlds_deterministically():
+    from caption_assets.world.data import render_split
+
+    a = render_split("unit-split", 40, px=32, wide_share=0.5, augmented=True, workers=1)
+    b = render_split("unit-split", 40, px=32, wide_share=0.5, augmented=True, workers=1)
+    assert np.array_equal(a.pixels, b.pixels) and a.scenes == b.scenes
+    wide = sum(s.extents is not None for s in a.scenes)
+    assert 10 <= wide <= 30
+    plain = render_split("unit-split", 40, px=32, workers=1)
+    assert all(s.extents is None for s in plain.scenes)
+
+
+def test_a_wide_crawl_draws_the_wide_world_with_the_same_truth_schema(tmp_path: Path):
+    classic = write_crawl(tmp_path / "c", CrawlSpec(shard_plan(2, 15), seed=9, broken=False))[1]
+    wide = write_crawl(tmp_path / "w", CrawlSpec(shard_plan(2, 15), seed=9, broken=False, wide=True))[1]
+    assert wide.schema == classic.schema and wide.height == classic.height
+    assert not wide.select("clean_caption").equals(classic.select("clean_caption"))

@@ -76,6 +76,7 @@ class CrawlSpec:
     broken: bool = True  # add the hostile members the quarantine knows
     web_texts: list[tuple[str, str]] = field(default_factory=list)  # (alt-text, url) for misaligned_web
     photos: dict[str, tuple[Image.Image, list[str]]] = field(default_factory=dict)  # name -> (photo, descriptions)
+    wide: bool = False  # draw the wide world's scenes (objects 0.1-0.75 of the frame; ``sample_scene(wide=True)``)
 
 
 def near_duplicate(rng: random.Random, im: Image.Image) -> tuple[Image.Image, str, int]:
@@ -109,7 +110,7 @@ class CrawlWriter:
     def _scene(self) -> tuple[str, Scene]:
         self.index += 1
         sid = f"{CRAWL}:{self.spec.seed}:{self.index}"
-        return sid, sample_scene(scene_rng(CRAWL, self.spec.seed, self.index), word_rate=self.spec.word_rate)
+        return sid, sample_scene(scene_rng(CRAWL, self.spec.seed, self.index), word_rate=self.spec.word_rate, wide=self.spec.wide)
 
     def draw(self, shard: str, key: str, fmt: str) -> Sample:
         rng = self.rng

@@ -3,6 +3,10 @@
 Images go through what a crawl does to them (JPEG at web qualities, sometimes PNG) and are then
 resized to the models' input side with bicubic resampling, which is what the models' own image
 processors do to a square image at inference time.
+
+A training split may also draw from the wide world (``wide_share``: objects from a tenth to three quarters of
+the frame) and go through the augmentations a real vision model trains with (``augment``: a slight crop,
+blur, sensor noise, JPEG down to quality 30); none of them moves a colour across a colour name.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import random
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from caption_assets.world.scene import Scene, encode, render, sample_scene, scene_rng
 
@@ -28,20 +32,42 @@ class Split:
     pixels: np.ndarray  # uint8 [N, px, px, 3]
 
 
-def _one(args: tuple[str, int, int, int, int]) -> tuple[Scene, np.ndarray]:
-    split, seed, index, px, max_objects = args
+def augment(im: Image.Image, rng: random.Random) -> Image.Image:
+    """What a real vision model's training sees (issue 22): a crop of up to 3% a side (objects keep their slots;
+    the wide world keeps 3% free at the frame), Gaussian blur, sensor noise, and JPEG from quality 30."""
+    s = im.width
+    if rng.random() < 0.5:
+        box = [rng.uniform(0, 0.03) * s for _ in range(4)]
+        im = im.resize((s, s), Image.Resampling.BICUBIC, box=(box[0], box[1], s - box[2], s - box[3]))
+    if rng.random() < 0.35:
+        im = im.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.5) * s / 200))
+    if rng.random() < 0.35:
+        noise = np.random.default_rng(rng.getrandbits(32)).normal(0, rng.uniform(2, 10), (s, s, 1))
+        im = Image.fromarray(np.clip(np.asarray(im, np.float32) + noise, 0, 255).astype(np.uint8))
+    if rng.random() < 0.85:
+        im = Image.open(io.BytesIO(encode(im, "JPEG", quality=rng.randint(30, 95)))).convert("RGB")
+    return im
+
+
+def _one(args: tuple[str, int, int, int, int, float, bool]) -> tuple[Scene, np.ndarray]:
+    split, seed, index, px, max_objects, wide_share, augmented = args
     rng = scene_rng(split, seed, index)
-    scene = sample_scene(rng, max_objects=max_objects)
-    im = render(scene)
     pick = random.Random(f"codec:{split}:{seed}:{index}")
-    if pick.random() < 0.8:
+    wide = wide_share > 0 and random.Random(f"wide:{split}:{seed}:{index}").random() < wide_share
+    scene = sample_scene(rng, max_objects=max_objects, wide=wide)
+    im = render(scene)
+    if augmented:
+        im = augment(im, pick)
+    elif pick.random() < 0.8:
         im = Image.open(io.BytesIO(encode(im, "JPEG", quality=pick.randint(60, 95)))).convert("RGB")
     return scene, np.asarray(im.resize((px, px), Image.Resampling.BICUBIC), dtype=np.uint8)
 
 
-def render_split(split: str, n: int, *, seed: int = 0, px: int = 64, max_objects: int = 3, workers: int = 2) -> Split:
-    """``n`` scenes of ``split`` rendered and resized to ``px``; deterministic for (split, seed, n, px)."""
-    jobs = [(split, seed, i, px, max_objects) for i in range(n)]
+def render_split(split: str, n: int, *, seed: int = 0, px: int = 64, max_objects: int = 3, workers: int = 2,
+                 wide_share: float = 0.0, augmented: bool = False) -> Split:
+    """``n`` scenes of ``split`` rendered and resized to ``px``; deterministic for (split, seed, n, px, wide_share, augmented).
+    ``wide_share`` of them come from the wide world; ``augmented`` sends every image through ``augment``."""
+    jobs = [(split, seed, i, px, max_objects, wide_share, augmented) for i in range(n)]
     if workers > 1 and n >= 256:
         with mp.get_context("fork").Pool(workers) as pool:
             rows = pool.map(_one, jobs, chunksize=64)

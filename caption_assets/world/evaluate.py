@@ -20,8 +20,10 @@ from caption_assets.world.data import TEST
 from caption_assets.world.scene import COLOURS, SHAPES, Scene, encode, render, sample_scene, scene_rng
 
 
-def test_scenes(n: int, *, seed: int = 0, max_objects: int = 3, offset: int = 0) -> list[Scene]:
-    return [sample_scene(scene_rng(TEST, seed, offset + i), max_objects=max_objects) for i in range(n)]
+def test_scenes(n: int, *, seed: int = 0, max_objects: int = 3, offset: int = 0, wide: bool = False) -> list[Scene]:
+    """Held-out scenes: the classic world (what the crawls draw) or the wide one (objects 0.1-0.75 of the frame)."""
+    offset += 500_000 if wide else 0
+    return [sample_scene(scene_rng(TEST, seed, offset + i), max_objects=max_objects, wide=wide) for i in range(n)]
 
 
 def as_crawled(scene: Scene) -> Image.Image:
@@ -69,15 +71,15 @@ def zeroshot_accuracy(img: np.ndarray, prompt_emb: np.ndarray, singles: Sequence
     return shape_acc, colour_acc
 
 
-def clip_figures(model, preprocess, tokenizer, n: int = 400, seed: int = 0) -> dict[str, float]:
+def clip_figures(model, preprocess, tokenizer, n: int = 400, seed: int = 0, wide: bool = False) -> dict[str, float]:
     """Zero-shot shape/colour accuracy (single objects, prompt ensembles), correct-vs-misaligned ROC AUC,
     and how often the true caption beats a one-attribute-wrong one (multi-object scenes)."""
-    singles = test_scenes(n, seed=seed, max_objects=1)
+    singles = test_scenes(n, seed=seed, max_objects=1, wide=wide)
     img, _ = _clip_embed(model, preprocess, tokenizer, [as_crawled(s) for s in singles], [])
     _, ptxt = _clip_embed(model, preprocess, tokenizer, [], ZEROSHOT_PROMPTS)
     shape_acc, colour_acc = zeroshot_accuracy(img, ptxt, singles)
 
-    scenes = test_scenes(n, seed=seed, offset=100_000)
+    scenes = test_scenes(n, seed=seed, offset=100_000, wide=wide)
     rng = random.Random(f"clip-eval:{seed}")
     true = [paraphrase(s, rng) for s in scenes]
     other = [canonical(scenes[(i + 1 + rng.randrange(n - 1)) % n]) for i in range(n)]
@@ -94,13 +96,13 @@ def clip_figures(model, preprocess, tokenizer, n: int = 400, seed: int = 0) -> d
     }
 
 
-def captioner_figures(captioner, n: int = 300, seed: int = 0) -> dict[str, object]:
+def captioner_figures(captioner, n: int = 300, seed: int = 0, wide: bool = False) -> dict[str, object]:
     """Greedy captions naming every object's colour and shape; diverse-beam candidates distinct and well-formed.
 
     ``captioner`` is a loaded ``resources.Captioner`` (its own image processor and generate call)."""
     from resources.captioner import Captioner
 
-    scenes = test_scenes(n, seed=seed, offset=200_000)
+    scenes = test_scenes(n, seed=seed, offset=200_000, wide=wide)
     pixels = torch.stack([captioner._pixels(as_crawled(s)) for s in scenes])
     greedy = Captioner(**{**captioner.model_dump(), "decoding": "greedy", "num_candidates": 1})
     greedy.load()

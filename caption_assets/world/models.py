@@ -17,7 +17,8 @@ def folder_size(path: Path) -> int:
 
 
 def evaluate_models(folder: Path = DEMO_MODELS, n: int = 400, which: tuple[str, ...] = ("clip", "captioner")) -> dict:
-    """Test-split figures of the saved demo models, loaded by ``load_clip`` and ``Captioner``."""
+    """Test-split figures of the saved demo models, loaded by ``load_clip`` and ``Captioner``: on the classic world
+    the crawls draw (``clip``, ``captioner``) and on the wide one (``clip_wide``, ``captioner_wide``)."""
     from caption_assets.world.evaluate import captioner_figures, clip_figures
     from resources.captioner import Captioner
     from resources.clip import load_clip
@@ -26,8 +27,10 @@ def evaluate_models(folder: Path = DEMO_MODELS, n: int = 400, which: tuple[str, 
     if "clip" in which and (folder / "world-clip.pt").exists():
         model, preprocess, tokenizer = load_clip("world-clip", str(folder / "world-clip.pt"), "cpu", "fp32")
         out["clip"] = clip_figures(model, preprocess, tokenizer, n=n)
+        out["clip_wide"] = clip_figures(model, preprocess, tokenizer, n=n, wide=True)
     if "captioner" in which and (folder / "world-captioner").exists():
         cap = Captioner(model=str(folder / "world-captioner"), device="cpu", num_workers=0, decoding="diverse_beam", num_candidates=3, beams_per_group=2, max_new_tokens=40)
         cap.load()
         out["captioner"] = captioner_figures(cap, n=min(n, 300))
+        out["captioner_wide"] = captioner_figures(cap, n=min(n, 300), wide=True)
     return out

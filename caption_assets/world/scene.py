@@ -41,6 +41,11 @@ POSITIONS: dict[str, tuple[float, float]] = {
 # Half the object's box, as a fraction of the canvas side: as large as the slots allow without overlap,
 # so a small shape is still ~13 px wide once a model resizes the image to 64 px.
 HALF_EXTENT = {"small": 0.1, "large": 0.145}
+# The wide world (issue 22, ``sample_scene(wide=True)``): each object's half-extent is drawn from this range, the
+# layout may contract towards the centre, and the size word follows the drawn width ("large" from a quarter frame).
+WIDE_HALF_EXTENT = (0.05, 0.375)
+LARGE_FROM = 0.1225  # half-extent; between the classic small (0.1) and large (0.145)
+TEXTURES = ("stripes", "speckle", "gradient")
 WORDS = ("OPEN", "SALE", "CAFE", "HOTEL", "TAXI", "STOP", "MUSIC", "BOOKS", "PIZZA", "PARK")
 FONT_PATHS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 WORD_CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
@@ -64,6 +69,11 @@ class Scene:
     word_corner: str | None = None
     seed: int = 0  # drives the pixel-level jitter (positions, shades, texture)
     tags: dict = field(default_factory=dict, compare=False)
+    # The wide world only: each object's half-extent (``objects`` order, share of the side), the layout's spread
+    # about the centre, and the background texture. ``None`` keeps the classic geometry.
+    extents: tuple[float, ...] | None = None
+    spread: float = 1.0
+    texture: str = "stripes"
 
     def ordered(self) -> list[SceneObject]:
         order = list(POSITIONS)
@@ -85,9 +95,14 @@ def scene_rng(split: str, seed: int, index: int) -> random.Random:
     return random.Random(f"world:{split}:{seed}:{index}")
 
 
-def sample_scene(rng: random.Random, *, word_rate: float = 0.25, side: int | None = None, max_objects: int = 3) -> Scene:
-    """Draw a scene: 1-3 objects in distinct slots, a background colour none of them has."""
+def sample_scene(rng: random.Random, *, word_rate: float = 0.25, side: int | None = None, max_objects: int = 3, wide: bool = False) -> Scene:
+    """Draw a scene: 1-3 objects in distinct slots, a background colour none of them has.
+
+    ``wide``: objects from a tenth to three quarters of the frame wide, a layout that may contract towards the
+    centre, and three background textures (``sample_wide_scene``); the classic world draws two sizes."""
     n = rng.choices([1, 2, 3], weights=[0.4, 0.35, 0.25])[0] if max_objects >= 3 else rng.randint(1, max_objects)
+    if wide:
+        return sample_wide_scene(rng, n, word_rate=word_rate, side=side)
     slots = rng.sample(list(POSITIONS), n)
     objects = tuple(SceneObject(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SIZES), p) for p in slots)
     background = rng.choice([c for c in COLOURS if c not in {o.colour for o in objects}])
@@ -95,6 +110,47 @@ def sample_scene(rng: random.Random, *, word_rate: float = 0.25, side: int | Non
         side = rng.choice((96, 128, 160)) if rng.random() < 0.1 else rng.randrange(200, 513, 8)
     word = rng.choice(WORDS) if side >= 200 and rng.random() < word_rate else None
     return Scene(objects, background, rng.random() < 0.4, side, word, rng.choice(WORD_CORNERS) if word else None, rng.getrandbits(31))
+
+
+def slot_centre(position: str, spread: float) -> tuple[float, float]:
+    fx, fy = POSITIONS[position]
+    return 0.5 + (fx - 0.5) * spread, 0.5 + (fy - 0.5) * spread
+
+
+WIDE_JITTER = 0.01  # positional jitter of the wide world, per axis (share of the side)
+WORD_BAND = 0.12  # the printed word's corner band: 3% padding + a 7.5%-of-side glyph, with room to spare
+_GAP = 0.02  # free space kept between two objects' boxes and between a box and the frame, beyond the jitter
+
+
+def sample_wide_scene(rng: random.Random, n: int, *, word_rate: float = 0.25, side: int | None = None) -> Scene:
+    """The wide world: each object's half-extent is drawn uniformly from what the frame and the objects already
+    placed leave (boxes never overlap, Chebyshev distance between slot centres), within ``WIDE_HALF_EXTENT``.
+    The layout contracts by 0.6-1.0 towards the centre (several objects: 0.55-1.0, which makes most of the
+    smallest ones); a lone object sits in the centre half the time, where it may fill three quarters of the
+    frame. A printed word keeps the top and bottom bands (``WORD_BAND``) free of objects."""
+    if side is None:
+        side = rng.choice((96, 128, 160)) if rng.random() < 0.1 else rng.randrange(200, 513, 8)
+    word = rng.choice(WORDS) if side >= 200 and rng.random() < word_rate else None
+    if n == 1:
+        slots = ["centre" if rng.random() < 0.5 else rng.choice([p for p in POSITIONS if p != "centre"])]
+        spread = rng.uniform(0.6, 1.0)
+    else:
+        slots = rng.sample(list(POSITIONS), n)
+        spread = rng.uniform(0.55, 1.0)
+    centres = [slot_centre(p, spread) for p in slots]
+    band = WORD_BAND if word else 0.0
+    lo, hi = WIDE_HALF_EXTENT
+    extents: list[float] = []
+    for i, (cx, cy) in enumerate(centres):
+        room = min(cx, 1 - cx, cy - band, 1 - band - cy) - WIDE_JITTER - _GAP
+        for j, (ox, oy) in enumerate(centres):
+            if j != i:  # objects still to come keep at least the smallest extent
+                room = min(room, max(abs(cx - ox), abs(cy - oy)) - 2 * WIDE_JITTER - _GAP - (extents[j] if j < i else lo))
+        extents.append(rng.uniform(lo, max(lo, min(hi, room))))
+    objects = tuple(SceneObject(rng.choice(SHAPES), rng.choice(list(COLOURS)), "large" if h >= LARGE_FROM else "small", p) for p, h in zip(slots, extents))
+    background = rng.choice([c for c in COLOURS if c not in {o.colour for o in objects}])
+    return Scene(objects, background, rng.random() < 0.4, side, word, rng.choice(WORD_CORNERS) if word else None, rng.getrandbits(31),
+                 extents=tuple(round(h, 4) for h in extents), spread=round(spread, 4), texture=rng.choice(TEXTURES))
 
 
 # ----------------------------------------------------------------------------------------------- drawing
@@ -162,11 +218,30 @@ def object_geometry(scene: Scene) -> list[tuple[SceneObject, float, float, float
     """(object, cx, cy, r) in pixels, with the scene's small positional jitter."""
     rng = random.Random(scene.seed)
     out = []
-    for o in scene.objects:
-        fx, fy = POSITIONS[o.position]
-        jx, jy = rng.uniform(-0.0075, 0.0075), rng.uniform(-0.0075, 0.0075)
-        out.append((o, (fx + jx) * scene.side, (fy + jy) * scene.side, HALF_EXTENT[o.size] * scene.side))
+    for i, o in enumerate(scene.objects):
+        fx, fy = slot_centre(o.position, scene.spread)
+        j = 0.0075 if scene.extents is None else WIDE_JITTER
+        jx, jy = rng.uniform(-j, j), rng.uniform(-j, j)
+        half = HALF_EXTENT[o.size] if scene.extents is None else scene.extents[i]
+        out.append((o, (fx + jx) * scene.side, (fy + jy) * scene.side, half * scene.side))
     return out
+
+
+def _texture(scene: Scene, s: int) -> np.ndarray:
+    """Additive background texture (int16, [s, s, 1]): small enough that the background keeps its colour name."""
+    nrng = np.random.default_rng(scene.seed)
+    kind = scene.texture if scene.extents is not None else "stripes"
+    if kind == "speckle":  # blotches of a few pixels plus grain
+        block = int(nrng.integers(4, 13))
+        blotch = np.kron(nrng.normal(0, 7, (s // block + 1, s // block + 1)), np.ones((block, block)))[:s, :s]
+        return np.rint(blotch + nrng.normal(0, 5, (s, s))).astype(np.int16)[..., None]
+    if kind == "gradient":  # a soft light-to-dark ramp in a random direction
+        a = nrng.uniform(0, 2 * np.pi)
+        yy, xx = np.mgrid[0:s, 0:s] / s - 0.5
+        return np.rint(24 * (xx * np.cos(a) + yy * np.sin(a)) + nrng.normal(0, 3, (s, s))).astype(np.int16)[..., None]
+    period = nrng.integers(6, 16)
+    stripes = ((np.arange(s)[:, None] + np.arange(s)[None, :]) // period % 2).astype(np.int16) * 18 - 9
+    return stripes[..., None] + nrng.integers(-8, 9, size=(s, s, 1), dtype=np.int16)
 
 
 def render(scene: Scene) -> Image.Image:
@@ -176,15 +251,11 @@ def render(scene: Scene) -> Image.Image:
     bg = _shade(rng, COLOURS[scene.background], 10)
     im = Image.new("RGB", (s, s), bg)
     if scene.textured:
-        arr = np.asarray(im, dtype=np.int16).copy()
-        nrng = np.random.default_rng(scene.seed)
-        period = nrng.integers(6, 16)
-        stripes = ((np.arange(s)[:, None] + np.arange(s)[None, :]) // period % 2).astype(np.int16) * 18 - 9
-        arr += stripes[..., None] + nrng.integers(-8, 9, size=(s, s, 1), dtype=np.int16)
+        arr = np.asarray(im, dtype=np.int16).copy() + _texture(scene, s)
         im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(im)
     for o, cx, cy, r in object_geometry(scene):
-        draw_shape(draw, o.shape, cx, cy, r, _shade(rng, COLOURS[o.colour], 12))
+        draw_shape(draw, o.shape, cx, cy, r, _shade(rng, COLOURS[o.colour], 12 if scene.extents is None else 20))
     if scene.word:
         size = max(12, int(s * 0.075))
         f = font(size)

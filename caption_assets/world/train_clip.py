@@ -44,6 +44,10 @@ class ClipTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup: int = 150
+    # The shipped CLIP trains on the classic world: trained on a split three quarters wide with augmentations its
+    # zero-shot shape accuracy fell from 0.51 to 0.30 (README, "The world").
+    wide_share: float = 0.0
+    augmented: bool = False
     seed: int = 0
 
 
@@ -77,7 +81,8 @@ def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = pri
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    data = data or render_split(TRAIN, cfg.n_images, seed=cfg.seed)
+    px = WORLD_CLIP_CONFIG["vision_cfg"]["image_size"]
+    data = data or render_split(TRAIN, cfg.n_images, seed=cfg.seed, px=px, wide_share=cfg.wide_share, augmented=cfg.augmented)
     t_render = time.perf_counter() - t0
     # The architecture travels as open_clip model-config JSON beside the checkpoint, named like it.
     out.parent.mkdir(parents=True, exist_ok=True)
