@@ -20,6 +20,7 @@ import numpy as np
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
+from caption_assets.consensus import SELECTIONS
 from resources.torch_device import inference_mode, resolve_device, torch_dtype
 
 if TYPE_CHECKING:  # torch and transformers load with the model, not with the definitions
@@ -99,6 +100,7 @@ class Captioner(ConfigurableResource):
     num_workers: int = 2
     decoding: str = "diverse_beam"
     num_candidates: int = 4
+    selection: str = "clip"  # which candidate recaptioned_pairs keeps: "clip" (best score) or "consensus" (MBR)
     beams_per_group: int = 2
     diversity_penalty: float = 1.0
     top_p: float = 0.9
@@ -116,6 +118,8 @@ class Captioner(ConfigurableResource):
     def setup_for_execution(self, context: InitResourceContext | None = None) -> None:
         if self.decoding not in DECODING_MODES:
             raise ValueError(f"captioner decoding={self.decoding!r} is not one of {', '.join(DECODING_MODES)}")
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"captioner selection={self.selection!r} is not one of {', '.join(SELECTIONS)}")
         self.load()
 
     def source(self) -> str:

@@ -4,6 +4,7 @@ import numpy as np
 import polars as pl
 from dagster import AssetsDefinition, AutomationCondition, AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from caption_assets.consensus import choose
 from caption_assets.degeneration import distinct_ngram_ratio, is_degenerate
 from caption_assets.ingest import POINTER_COLUMNS, unreadable_rows
 from caption_assets.metadata import describe, md_table, preview, table_schema
@@ -15,10 +16,11 @@ from resources import Captioner, ClipScorer, LakeStorage, QualityWarehouse
 STAGE = "recaptioned_pairs"
 
 
-def rerank(image_emb: np.ndarray, candidates: list[list[str]], clip: ClipScorer) -> tuple[list[list[float]], np.ndarray, np.ndarray]:
+def rerank(image_emb: np.ndarray, candidates: list[list[str]], clip: ClipScorer, selection: str = "clip") -> tuple[list[list[float]], np.ndarray, np.ndarray]:
     """Score every candidate against its image (CLIP-reward / self-retrieval selection).
 
-    Returns per-row candidate scores, the index of the best candidate and its text embedding.
+    Returns per-row candidate scores, the index of the chosen candidate and its text embedding: the best-scored
+    one, or with ``selection="consensus"`` the one the other candidates agree with most (``caption_assets.consensus``).
     Empty and degenerate candidates (``caption_assets.degeneration``) score -inf, so they are never
     chosen over a real one; a row whose candidates are all rejected gets no synthetic caption.
     """
@@ -31,7 +33,7 @@ def rerank(image_emb: np.ndarray, candidates: list[list[str]], clip: ClipScorer)
     scores = (img[owner] * text).sum(axis=1)
     scores[np.array([not c.strip() or is_degenerate(c) for c in flat], dtype=bool)] = -np.inf
     per_row = np.split(scores, np.cumsum([len(cs) for cs in candidates])[:-1])
-    best = np.array([int(np.argmax(s)) for s in per_row], dtype=np.int64)
+    best = np.array([choose(s, cs, selection) for s, cs in zip(per_row, candidates)], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum([len(cs) for cs in candidates])[:-1]]).astype(np.int64)
     best_emb = text[starts + best] if len(flat) else np.zeros((0, img.shape[1]), np.float32)
     return [s.tolist() for s in per_row], best, best_emb
@@ -47,7 +49,7 @@ def build_recaptioned_pairs(settings: Settings) -> AssetsDefinition:
         kinds={"pytorch", "parquet"},
         owners=["team:ml"],
         tags={"stage": "captioning", "scope": "shard"},
-        code_version="recaptioned_pairs-v1",
+        code_version="recaptioned_pairs-v2",
         description=(
             "For every kept pair: synthetic caption candidates from the Captioner (greedy / beam / diverse beam "
             "search / nucleus sampling), each scored against the stored image embedding with the ClipScorer; the "
@@ -66,7 +68,7 @@ def recaptioned_pairs(
     image_emb = kept["image_emb"].to_numpy() if kept.height else np.zeros((0, clip.embed_dim), np.float16)
     good = kept.filter(pl.Series(ok, dtype=pl.Boolean)) if kept.height else kept
     candidates = [c for c, o in zip(candidates, ok) if o]
-    scores, best, best_emb = rerank(image_emb[ok] if kept.height else image_emb, candidates, clip)
+    scores, best, best_emb = rerank(image_emb[ok] if kept.height else image_emb, candidates, clip, captioner.selection)
     dim = image_emb.shape[1]
     usable = [bool(np.isfinite(s[b])) for s, b in zip(scores, best)]
     synthetic = [cs[b] if u else None for cs, b, u in zip(candidates, best, usable)]
@@ -95,6 +97,7 @@ def recaptioned_pairs(
             "dagster/row_count": out.height,
             "dagster/column_schema": table_schema(dict(out.schema)),
             "decoding": captioner.decoding,
+            "candidate_selection": captioner.selection,
             "captioner": captioner.model_id(),
             "candidates_per_pair": captioner.num_candidates,
             "degenerate_candidates_rejected": rejected,
