@@ -55,7 +55,7 @@ def main() -> None:
         figures = report["test_split"]
     print(f"\nmachine: {platform.machine()} {platform.processor() or ''}, python {platform.python_version()}, models in {folder}")
     print(f"train world-clip:      {report['clip']['train_seconds']} s ({report['clip']['config']['steps']} steps; rendering {report['clip']['render_seconds']} s)")
-    for name, stage in report["captioner"].items():
+    for name, stage in ((k, v) for k, v in report["captioner"].items() if k.startswith("stage_")):
         print(f"train world-captioner {name}: {stage['train_seconds']} s ({stage['config']['steps']} steps, wide share {stage['config']['wide_share']}; rendering {stage['render_seconds']} s)")
     if wall is not None:
         print(f"whole run (render + train + evaluate): {wall:.0f} s")
