@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 from dagster import HookContext, failure_hook, success_hook
@@ -47,10 +48,17 @@ def steps_by_node(tags: Mapping[str, str]) -> dict[str, list[str]]:
     return out
 
 
-def _record(context: HookContext) -> None:
+def _record(context: HookContext, settle_s: float = 0.25, attempts: int = 4) -> None:
+    """Tag the run, then check the tag stayed. ``add_run_tags`` rewrites the run's body as read a moment before,
+    so two steps of one run finishing together can each drop the other's tag (seen on Postgres in CI): the writer
+    whose tag went missing puts it back."""
     tags = placement_tags(context.step_key, os.environ)
-    if tags:
+    for _ in range(attempts if tags else 0):
         context.instance.add_run_tags(context.run_id, tags)
+        time.sleep(settle_s)
+        run = context.instance.get_run_by_id(context.run_id)
+        if run is None or all(run.tags.get(k) == v for k, v in tags.items()):
+            return
 
 
 @success_hook(name="record_ray_node_on_success")

@@ -113,3 +113,36 @@ def test_the_ray_executor_takes_its_address_and_environment_from_the_settings(mo
     assert cfg["num_gpus"] is None and cfg["num_cpus"] is None and cfg["resources"] is None
     with pytest.raises(Exception, match="CAPTION_ASSETS_RAY_ADDRESS"):
         load_settings({"CAPTION_ASSETS_RAY_ADDRESS": "ray-head:6379"})
+
+
+def test_a_ray_node_tag_lost_to_a_concurrent_writer_is_put_back(monkeypatch: pytest.MonkeyPatch):
+    """``add_run_tags`` rewrites the run body it read a moment before: another step of the run finishing at the same
+    time can write back a body without this step's tag. The hook checks and writes it again."""
+    from types import SimpleNamespace
+
+    from caption_assets import ray_placement
+
+    class LossyInstance:
+        def __init__(self) -> None:
+            self.tags = {"caption_assets/ray/other": "worker-1 job-0"}
+            self.writes = 0
+
+        def add_run_tags(self, run_id: str, tags: dict) -> None:
+            self.writes += 1
+            stale = dict(self.tags)
+            self.tags.update(tags)
+            if self.writes == 1:  # the other step's write, from a body read before ours, lands just after
+                self.tags = stale
+
+        def get_run_by_id(self, run_id: str):
+            return SimpleNamespace(tags=dict(self.tags))
+
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"metadata": {"job_submission_id": "job-7"}}))
+    monkeypatch.setenv(ray_placement.NODE_ENV, "head")
+    instance = LossyInstance()
+    ray_placement._record(SimpleNamespace(step_key="alignment_levels", run_id="r", instance=instance), settle_s=0.0)
+    assert instance.tags == {"caption_assets/ray/other": "worker-1 job-0", "caption_assets/ray/alignment_levels": "head job-7"}
+    assert instance.writes == 2
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    ray_placement._record(SimpleNamespace(step_key="x", run_id="r", instance=instance), settle_s=0.0)
+    assert instance.writes == 2  # not a Ray job: nothing to record
