@@ -167,6 +167,8 @@ def validate_sections(profile: str, clip: dict[str, Any], sections: dict[str, di
     captioner = sections["captioner"]
     if captioner.get("decoding", "diverse_beam") not in ("greedy", "beam", "diverse_beam", "sampling"):
         raise SettingsError(f"{where} captioner.decoding={captioner['decoding']!r} must be greedy, beam, diverse_beam or sampling")
+    if captioner.get("selection", "clip") not in ("clip", "consensus"):
+        raise SettingsError(f"{where} captioner.selection={captioner['selection']!r} must be clip or consensus")
     model = str(captioner.get("model", ""))
     if model.startswith(("/", "./", "../")) and not _resolve(model).exists():
         raise SettingsError(f"{where} captioner.model={model!r} is not an existing folder (CAPTION_ASSETS_CAPTIONER)")

@@ -92,3 +92,14 @@ def test_a_profile_key_no_config_has_fails_when_the_definitions_are_built():
     settings = load_settings({"CAPTION_ASSETS_PROFILE": "demo"})
     with pytest.raises(SettingsError, match="compress: unknown setting.*target_ratoi"):
         build_definitions(dataclasses.replace(settings, compress={**settings.compress, "target_ratoi": 0.1}))
+
+
+def test_an_unknown_candidate_selection_fails_at_load_with_one_line():
+    from caption_assets.settings import SettingsError, load_settings, validate_sections
+
+    settings = load_settings({"CAPTION_ASSETS_PROFILE": "demo"})
+    assert settings.captioner["selection"] == "consensus"
+    sections = {"captioner": {**settings.captioner, "selection": "vote"}, "fuser": settings.fuser}
+    with pytest.raises(SettingsError, match=r"captioner.selection='vote' must be clip or consensus") as err:
+        validate_sections("demo", settings.clip, sections)
+    assert "\n" not in str(err.value)
