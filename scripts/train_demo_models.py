@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from caption_assets.world.models import evaluate_models, folder_size  # noqa: E402
 from caption_assets.world.train_captioner import CAPTIONER_STAGES, train_captioner_staged  # noqa: E402
-from caption_assets.world.train_clip import ClipTrainConfig, train_clip  # noqa: E402
+from caption_assets.world.evaluate import clip_checkpoint_figures  # noqa: E402
+from caption_assets.world.train_clip import VISION_TOWERS, ClipTrainConfig, train_clip  # noqa: E402
 from caption_assets.world.train_fuser import FUSION_STAGE, evaluate_fuser, train_fuser_staged  # noqa: E402
 
 
@@ -36,6 +37,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "demo_models")
     ap.add_argument("--clip-steps", type=int, default=ClipTrainConfig.steps)
+    ap.add_argument("--clip-vision", choices=sorted(VISION_TOWERS), default=ClipTrainConfig.vision, help="the CLIP's vision tower")
+    ap.add_argument("--clip-wide-share", type=float, default=ClipTrainConfig.wide_share, help="share of the CLIP's split from the wide world")
+    ap.add_argument("--clip-augmented", action=argparse.BooleanOptionalAction, default=ClipTrainConfig.augmented)
     ap.add_argument("--captioner-steps", type=int, nargs="+", default=[c.steps for c in CAPTIONER_STAGES], help="steps of each captioner stage")
     ap.add_argument("--captioner-from-stage", type=int, default=1, help="go on from the captioner already in --out (its earlier stages ran)")
     ap.add_argument("--images", type=int, default=20000)
@@ -62,8 +66,9 @@ def main() -> None:
     # Each model renders its own split at its own input side (the wide world and augmentations, see ``render_split``).
     if args.only in (None, "clip"):
         print("training world-clip ...", flush=True)
-        cfg = replace(ClipTrainConfig(), steps=args.clip_steps, n_images=args.images)
-        report["clip"] = train_clip(cfg, args.out / "world-clip.pt", log=lambda m: print(m, flush=True))
+        cfg = replace(ClipTrainConfig(), steps=args.clip_steps, n_images=args.images, vision=args.clip_vision,
+                      wide_share=args.clip_wide_share, augmented=args.clip_augmented)
+        report["clip"] = train_clip(cfg, args.out / "world-clip.pt", log=lambda m: print(m, flush=True), on_checkpoint=clip_checkpoint_figures)
     if args.only in (None, "captioner"):
         print("training world-captioner ...", flush=True)
         stages = tuple(replace(c, steps=n, n_images=args.images) for c, n in zip(CAPTIONER_STAGES, args.captioner_steps))

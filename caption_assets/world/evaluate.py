@@ -121,3 +121,20 @@ def captioner_figures(captioner, n: int = 300, seed: int = 0, wide: bool = False
         "n_test": n,
         "examples": [{"truth": canonical(s, word=False), "greedy": c, "diverse_beam": cs} for s, c, cs in zip(scenes[:5], caps[:5], cands[:5])],
     }
+
+
+def clip_checkpoint_figures(model, step: int, n: int = 200) -> dict[str, float]:
+    """Zero-shot shape and colour on held-out single objects of both worlds, for ``train_clip``'s learning curve."""
+    import open_clip
+
+    px = model.visual.image_size
+    preprocess = open_clip.image_transform(px if isinstance(px, int) else px[0], is_train=False)
+    tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=model.context_length)  # what get_tokenizer builds for the world CLIP
+    _, prompts = _clip_embed(model, preprocess, tokenizer, [], ZEROSHOT_PROMPTS)
+    out: dict[str, float] = {}
+    for world, wide in (("classic", False), ("wide", True)):
+        singles = test_scenes(n, max_objects=1, wide=wide)
+        img, _ = _clip_embed(model, preprocess, tokenizer, [as_crawled(s) for s in singles], [])
+        shape, colour = zeroshot_accuracy(img, prompts, singles)
+        out[f"{world}_shape"], out[f"{world}_colour"] = round(shape, 3), round(colour, 3)
+    return out

@@ -29,6 +29,13 @@ WORLD_CLIP_CONFIG = {
     "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "patch_size": 8, "head_width": 32, "mlp_ratio": 2.0},
     "text_cfg": {"context_length": 40, "vocab_size": 49408, "width": 96, "heads": 4, "layers": 3, "mlp_ratio": 2.0},
 }
+# Vision towers ``ClipTrainConfig.vision`` picks, each an open_clip tower. "vit": 8 px patches at 64 px, where a
+# classic-world object (13 px) spans two patches and a star reads as a ring. "resnet": open_clip's ModifiedResNet
+# (the RN50 family at a sixteenth of its width), whose 3x3 convolutions see a shape's outline at any scale.
+VISION_TOWERS = {
+    "vit": WORLD_CLIP_CONFIG["vision_cfg"],
+    "resnet": {"image_size": 96, "layers": [1, 1, 1, 1], "width": 16, "head_width": 64},
+}
 # Shapes are harder to see than colours at 64 px: two of the three hard negatives get a shape wrong.
 NEGATIVE_KINDS = ("colour", "shape", "shape")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -48,7 +55,12 @@ class ClipTrainConfig:
     # zero-shot shape accuracy fell from 0.51 to 0.30 (README, "The world").
     wide_share: float = 0.0
     augmented: bool = False
+    vision: str = "vit"  # a key of VISION_TOWERS
     seed: int = 0
+
+    @property
+    def model_config(self) -> dict:
+        return {**WORLD_CLIP_CONFIG, "vision_cfg": VISION_TOWERS[self.vision]}
 
 
 def normalise_pixels(pixels: np.ndarray) -> torch.Tensor:
@@ -75,19 +87,24 @@ def caption_bank(split: Split, k: int, seed: int, tokenizer) -> tuple[torch.Tens
     return tokenizer(positives).view(n, k, -1), tokenizer(negatives).view(n, len(NEGATIVE_KINDS), -1)
 
 
-def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = print, data: Split | None = None) -> dict:
-    """Train, save ``out`` (checkpoint) and ``out.with_suffix('.json')`` (config); returns a report."""
+def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = print, data: Split | None = None,
+               on_checkpoint: Callable[[torch.nn.Module, int], dict] | None = None, every: int = 300) -> dict:
+    """Train, save ``out`` (checkpoint) and ``out.with_suffix('.json')`` (config); returns a report.
+
+    ``on_checkpoint(model, step)`` runs every ``every`` steps and at the end (model in eval mode, inference only);
+    what it returns goes into the report's ``checkpoints``: a learning curve on held-out figures."""
     import open_clip
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    px = WORLD_CLIP_CONFIG["vision_cfg"]["image_size"]
+    model_config = cfg.model_config
+    px = model_config["vision_cfg"]["image_size"]
     data = data or render_split(TRAIN, cfg.n_images, seed=cfg.seed, px=px, wide_share=cfg.wide_share, augmented=cfg.augmented)
     t_render = time.perf_counter() - t0
     # The architecture travels as open_clip model-config JSON beside the checkpoint, named like it.
     out.parent.mkdir(parents=True, exist_ok=True)
     name, config_path = out.stem, out.with_suffix(".json")
-    config_path.write_text(json.dumps(WORLD_CLIP_CONFIG, indent=2))
+    config_path.write_text(json.dumps(model_config, indent=2))
     open_clip.add_model_config(config_path)
     model = untrained_clip(name)
     tokenizer = open_clip.get_tokenizer(name)
@@ -98,7 +115,7 @@ def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = pri
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
     n = len(data.scenes)
-    curve = []
+    curve, checkpoints = [], []
     for step in range(cfg.steps):
         idx = torch.randperm(n, generator=gen)[: cfg.batch_size]
         which = torch.randint(cfg.captions_per_image, (len(idx),), generator=gen)
@@ -117,9 +134,15 @@ def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = pri
             acc = float((logits.argmax(1) == labels).float().mean())
             curve.append({"step": step, "loss": round(loss.item(), 4), "batch_i2t_acc": round(acc, 3)})
             log(f"  clip step {step:5d}/{cfg.steps}  loss {loss.item():.3f}  batch i2t acc {acc:.2f}  ({time.perf_counter() - t0:.0f}s)")
+        if on_checkpoint and ((step + 1) % every == 0 or step == cfg.steps - 1):
+            model.eval()
+            with torch.inference_mode():
+                checkpoints.append({"step": step + 1, **on_checkpoint(model, step + 1)})
+            log(f"  clip checkpoint {checkpoints[-1]}")
+            model.train()
     model.eval()
-    report = {"config": asdict(cfg), "model_config": WORLD_CLIP_CONFIG, "render_seconds": round(t_render, 1),
-              "train_seconds": round(time.perf_counter() - t0 - t_render, 1), "curve": curve}
+    report = {"config": asdict(cfg), "model_config": model_config, "render_seconds": round(t_render, 1),
+              "train_seconds": round(time.perf_counter() - t0 - t_render, 1), "curve": curve, "checkpoints": checkpoints}
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     tmp = out.with_suffix(".tmp")
     torch.save({"state_dict": state, "note": "trained on the procedural world (caption_assets/world)", "train_config": asdict(cfg)}, tmp)

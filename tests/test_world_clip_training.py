@@ -1,0 +1,55 @@
+"""``train_clip`` with each vision tower writes a checkpoint the product's loader reads back as trained.
+
+Tiny runs (a few steps on a few dozen scenes): what is checked is the plumbing a retrained demo CLIP goes
+through, i.e. the model-config JSON beside the checkpoint, buffers (the ResNet's batch-norm statistics) kept,
+and the learning-curve hook called on schedule, not the quality of the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from caption_assets.world.data import TRAIN, render_split
+from caption_assets.world.train_clip import VISION_TOWERS, ClipTrainConfig, train_clip
+
+
+@pytest.mark.parametrize("vision", sorted(VISION_TOWERS))
+def test_a_trained_world_clip_loads_through_load_clip(tmp_path, vision: str):
+    from caption_assets.world.evaluate import as_crawled, test_scenes
+    from resources.clip import load_clip
+
+    cfg = replace(ClipTrainConfig(), vision=vision, steps=4, n_images=24, warmup=2, batch_size=8)
+    px = VISION_TOWERS[vision]["image_size"]
+    seen: list[int] = []
+
+    def hook(model, step: int) -> dict:
+        assert not model.training and torch.is_inference_mode_enabled()
+        seen.append(step)
+        return {"px": model.visual.image_size}
+
+    name = f"tiny-{vision}-clip"
+    report = train_clip(cfg, tmp_path / f"{name}.pt", log=lambda _: None, data=render_split(TRAIN, 24, px=px, workers=1),
+                        on_checkpoint=hook, every=3)
+    assert seen == [3, 4]
+    assert [c["step"] for c in report["checkpoints"]] == [3, 4]
+    assert json.loads((tmp_path / f"{name}.json").read_text())["vision_cfg"] == VISION_TOWERS[vision]
+
+    saved = torch.load(tmp_path / f"{name}.pt", weights_only=False)["state_dict"]
+    model, preprocess, tokenizer = load_clip(name, str(tmp_path / f"{name}.pt"), "cpu", "fp32")
+    loaded = model.state_dict()
+    assert saved.keys() == loaded.keys()
+    for key, value in saved.items():  # weights and buffers alike (batch-norm running statistics for the ResNet)
+        assert torch.equal(loaded[key].to(value.dtype), value), key
+    if vision == "resnet":
+        assert any(k.endswith("running_var") for k in saved) and not torch.all(saved["visual.bn1.running_var"] == 1)
+
+    image = preprocess(as_crawled(test_scenes(1)[0])).unsqueeze(0)
+    assert image.shape[-1] == px
+    with torch.inference_mode():
+        emb = model.encode_image(image)
+        txt = model.encode_text(tokenizer(["a red circle"]))
+    assert emb.shape == txt.shape == (1, 128) and torch.isfinite(emb).all()
