@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from caption_assets.world.data import TRAIN, render_split
-from caption_assets.world.train_clip import VISION_TOWERS, ClipTrainConfig, train_clip
+from caption_assets.world.train_clip import TAGS, VISION_TOWERS, ClipTrainConfig, caption_tags, train_clip
 
 
 @pytest.mark.parametrize("vision", sorted(VISION_TOWERS))
@@ -22,7 +22,8 @@ def test_a_trained_world_clip_loads_through_load_clip(tmp_path, vision: str):
     from caption_assets.world.evaluate import as_crawled, test_scenes
     from resources.clip import load_clip
 
-    cfg = replace(ClipTrainConfig(), vision=vision, steps=4, n_images=24, warmup=2, batch_size=8)
+    # The ResNet run also trains the tag head: it must not reach the checkpoint (saved keys == the loaded model's).
+    cfg = replace(ClipTrainConfig(), vision=vision, steps=4, n_images=24, warmup=2, batch_size=8, tag_weight=1.0 if vision == "resnet" else 0.0)
     px = VISION_TOWERS[vision]["image_size"]
     seen: list[int] = []
 
@@ -53,3 +54,11 @@ def test_a_trained_world_clip_loads_through_load_clip(tmp_path, vision: str):
         emb = model.encode_image(image)
         txt = model.encode_text(tokenizer(["a red circle"]))
     assert emb.shape == txt.shape == (1, 128) and torch.isfinite(emb).all()
+
+
+def test_caption_tags_are_what_the_caption_names():
+    tags = caption_tags(['two small red circles and a blue star on a green background with the word "OPEN"', "IMG_0042.jpg", "red circle"])
+    named = [{TAGS[i] for i in row.nonzero().flatten().tolist()} for row in tags]
+    assert named[0] == {"red circle", "blue star", "circle", "star", "red", "blue"}  # not the background's green
+    assert named[1] == set()
+    assert named[2] == {"red circle", "circle", "red"}

@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from caption_assets.clip_models import untrained_clip
-from caption_assets.world.captions import paraphrase, wrong_attribute
+from caption_assets.world.captions import mentioned_objects, paraphrase, wrong_attribute
 from caption_assets.world.data import TRAIN, Split, render_split, warmup_cosine
+from caption_assets.world.scene import COLOURS, SHAPES
 
 WORLD_CLIP_NAME = "world-clip"
 WORLD_CLIP_CONFIG = {
@@ -56,6 +57,9 @@ class ClipTrainConfig:
     wide_share: float = 0.0
     augmented: bool = False
     vision: str = "vit"  # a key of VISION_TOWERS
+    # Tag2Text-style tag supervision: a linear head on the image embedding predicts the (colour, shape) tags parsed
+    # from the image's own caption (``caption_tags``), weighted so; the head is dropped when the model is saved.
+    tag_weight: float = 0.0
     seed: int = 0
 
     @property
@@ -76,15 +80,31 @@ def adamw(model: torch.nn.Module, lr: float, weight_decay: float, fused: bool = 
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr, fused=fused)
 
 
-def caption_bank(split: Split, k: int, seed: int, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """``k`` true paraphrases and hard negatives per image (``NEGATIVE_KINDS``: one attribute wrong each), tokenised once."""
+TAGS = [f"{c} {s}" for c in COLOURS for s in SHAPES] + list(SHAPES) + list(COLOURS)
+
+
+def caption_tags(captions: list[str]) -> torch.Tensor:
+    """Multi-hot ``TAGS`` parsed from each caption (``mentioned_objects``): every (colour, shape) it names, and
+    those shapes and colours on their own. Parsed from the text the image is paired with, as Tag2Text parses its
+    tags, so the head learns what the captions say and nothing the captions do not."""
+    index = {t: i for i, t in enumerate(TAGS)}
+    out = torch.zeros(len(captions), len(TAGS))
+    for row, text in enumerate(captions):
+        for colour, shape in mentioned_objects(text):
+            out[row, [index[f"{colour} {shape}"], index[shape], index[colour]]] = 1.0
+    return out
+
+
+def caption_bank(split: Split, k: int, seed: int, tokenizer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``k`` true paraphrases and hard negatives per image (``NEGATIVE_KINDS``: one attribute wrong each), tokenised
+    once, and the tags of each image's first paraphrase."""
     rng = random.Random(f"captions:{seed}")
     positives, negatives = [], []
     for scene in split.scenes:
         positives += [paraphrase(scene, rng) for _ in range(k)]
         negatives += [wrong_attribute(scene, rng, kind=kind)[0] for kind in NEGATIVE_KINDS]
     n = len(split.scenes)
-    return tokenizer(positives).view(n, k, -1), tokenizer(negatives).view(n, len(NEGATIVE_KINDS), -1)
+    return tokenizer(positives).view(n, k, -1), tokenizer(negatives).view(n, len(NEGATIVE_KINDS), -1), caption_tags(positives[::k])
 
 
 def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = print, data: Split | None = None,
@@ -108,9 +128,10 @@ def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = pri
     open_clip.add_model_config(config_path)
     model = untrained_clip(name)
     tokenizer = open_clip.get_tokenizer(name)
-    pos, neg = caption_bank(data, cfg.captions_per_image, cfg.seed, tokenizer)
+    pos, neg, tags = caption_bank(data, cfg.captions_per_image, cfg.seed, tokenizer)
     images = normalise_pixels(data.pixels)
-    opt = adamw(model, cfg.lr, cfg.weight_decay)
+    head = torch.nn.Linear(model_config["embed_dim"], len(TAGS))  # training only: not part of the saved model
+    opt = adamw(torch.nn.ModuleList([model, head]) if cfg.tag_weight else model, cfg.lr, cfg.weight_decay)
     sched = warmup_cosine(opt, cfg.warmup, cfg.steps)
     gen = torch.Generator().manual_seed(cfg.seed)
     model.train()
@@ -126,6 +147,8 @@ def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = pri
         logits = scale * img @ txt.T  # [B, B + B * len(NEGATIVE_KINDS)]: true captions, then the hard negatives
         labels = torch.arange(b)
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, :b].T, labels)) / 2
+        if cfg.tag_weight:
+            loss = loss + cfg.tag_weight * F.binary_cross_entropy_with_logits(head(img), tags[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
