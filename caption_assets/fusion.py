@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from string import Template
 
+import numpy as np
+
 from caption_assets.degeneration import is_degenerate, tokens
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
@@ -119,6 +121,14 @@ class Guardrails:
     min_words: int = 3
     max_words: int = 77
     score_margin: float = 0.02
+
+
+def phrasing_noise(image_emb: np.ndarray, phrasing_emb: np.ndarray, q: float = 0.9) -> float:
+    """How far a scorer moves between captions that say the same true thing: the ``q`` quantile of
+    |score(a) - score(b)| over images [N, D] and two true phrasings of each [N, 2, D], all L2-normalised.
+    ``Guardrails.score_margin`` below this rejects fused captions for their wording, not their content."""
+    scores = np.einsum("nd,nkd->nk", image_emb, phrasing_emb)
+    return float(np.quantile(np.abs(scores[:, 0] - scores[:, 1]), q))
 
 
 def reject_reason(fused: str | None, sources: Sequence[str], fused_score: float | None, best_input_score: float, g: Guardrails) -> str | None:

@@ -38,6 +38,7 @@ class Settings:
     captioner: dict[str, Any] = field(default_factory=dict)
     experts: dict[str, Any] = field(default_factory=dict)
     fuser: dict[str, Any] = field(default_factory=dict)
+    fusion: dict[str, Any] = field(default_factory=dict)  # fused_captions' guardrail defaults
     scoring: dict[str, Any] = field(default_factory=dict)  # scored_pairs' keep-rule defaults
     compress: dict[str, Any] = field(default_factory=dict)  # compressed_dataset's defaults
     evaluation: dict[str, Any] = field(default_factory=dict)  # curation_eval: enabled, recipe
@@ -92,7 +93,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if "CAPTION_ASSETS_DEVICE" in env:
         clip["device"] = env["CAPTION_ASSETS_DEVICE"]
     annotations = _resolve(env.get("CAPTION_ASSETS_ANNOTATIONS_DIR", paths.get("annotations_dir", "data/annotations")))
-    sections = {name: dict(raw.get(name) or {}) for name in ("captioner", "experts", "fuser", "scoring", "compress", "evaluation")}
+    sections = {name: dict(raw.get(name) or {}) for name in ("captioner", "experts", "fuser", "fusion", "scoring", "compress", "evaluation")}
     for name, section in {"clip": clip, **sections}.items():
         if not isinstance(section, dict):
             raise SettingsError(f"profile {profile!r}: section {name!r} must be a mapping")
@@ -175,6 +176,9 @@ def validate_sections(profile: str, clip: dict[str, Any], sections: dict[str, di
     fuser = sections["fuser"]
     if fuser.get("backend", "rules") not in ("rules", "transformers", "openai"):
         raise SettingsError(f"{where} fuser.backend={fuser['backend']!r} must be rules, transformers or openai")
+    margin = sections.get("fusion", {}).get("score_margin", 0.02)
+    if not isinstance(margin, (int, float)) or not 0 <= margin < 1:
+        raise SettingsError(f"{where} fusion.score_margin={margin!r} must be a cosine difference in [0, 1)")
     scoring = sections.get("scoring", {})
     floor = scoring.get("min_clip_score")
     if floor is not None and (not isinstance(floor, (int, float)) or not -1 <= floor <= 1):

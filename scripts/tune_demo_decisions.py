@@ -11,7 +11,10 @@ profile, joins the outputs with the crawl's truth and prints the values to put i
 - ``compress.semdedup_eps``: 1 - the image-embedding cosine that best separates near-duplicates from
   their nearest distinct scene, by F1;
 - ``compress.target_ratio``: the share of kept pairs that leaves the export at about 30% of the
-  ingested pairs, never more than the unique share of the kept ones.
+  ingested pairs, never more than the unique share of the kept ones;
+- ``fusion.score_margin``: the CLIP's own noise between equally true phrasings: the 90th percentile of the
+  score difference between two true paraphrases of the same kept image. A fused caption that scores below its best
+  input by less than this is not worse by any measure the CLIP can vouch for.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from caption_assets.fusion import phrasing_noise  # noqa: E402
 from caption_assets.world.crawl import CrawlSpec, preferences, shard_plan, write_crawl  # noqa: E402
 
 TRUE_CAPTION = ["correct", "text_in_image", "partial", "exact_duplicate", "near_duplicate"]
@@ -45,6 +49,25 @@ def best_threshold(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float, floa
         if f1 > best[1]:
             best = (float(t), float(f1), float(p), float(r))
     return best
+
+
+def paraphrase_embeddings(truth_rows: pl.DataFrame, seed: int) -> np.ndarray:
+    """[N, 2, D] text embeddings of two true paraphrases per truth row, by the profile's CLIP."""
+    import random
+
+    from caption_assets.settings import load_settings
+    from caption_assets.world.captions import paraphrase
+    from caption_assets.world.scene import Scene, SceneObject
+    from resources import ClipScorer
+
+    rng = random.Random(f"paraphrase-noise:{seed}")
+    texts = []
+    for objects, background, side, word in truth_rows.select("objects", "background", "side", "word").iter_rows():
+        scene = Scene(tuple(SceneObject(**o) for o in objects), background, False, side, word)
+        texts += [paraphrase(scene, rng) for _ in range(2)]
+    clip = ClipScorer(**{**load_settings().clip, "device": "cpu"})
+    emb = clip.encode_texts(texts).astype(np.float32)
+    return emb.reshape(truth_rows.height, 2, -1)
 
 
 def main() -> None:
@@ -86,11 +109,16 @@ def main() -> None:
     kept = clean.filter(pl.col("clip_score") >= floor)
     unique_share = kept["scene_id"].n_unique() / max(kept.height, 1)
     ratio = round(min(0.3 * ingested / max(kept.height, 1), 0.95 * unique_share), 2)
+    kept_true = kept.filter(pl.col("noise") == "correct").join(truth.select("uid", "objects", "background", "side", "word"), on="uid")
+    kept_img = np.stack(kept_true["image_emb"].to_numpy()).astype(np.float32)
+    kept_img /= np.linalg.norm(kept_img, axis=1, keepdims=True)
+    margin = phrasing_noise(kept_img, paraphrase_embeddings(kept_true, args.seed))
     print(json.dumps({
         "tuning_crawl": {"samples": ingested, "seed": args.seed, "folder": str(work)},
         "scoring.min_clip_score": round(floor, 3), "floor_f1": round(f1, 3), "floor_precision_true_captions": round(p, 3), "floor_recall_true_captions": round(r, 3),
         "compress.semdedup_eps": round(1 - thr, 4), "near_dup_f1": round(f1_dup, 3), "near_dup_precision": round(p_dup, 3), "near_dup_recall": round(r_dup, 3),
         "compress.target_ratio": ratio, "kept_after_floor": kept.height, "unique_share_of_kept": round(unique_share, 3),
+        "fusion.score_margin": round(margin, 3), "paraphrase_noise_images": kept_true.height,
     }, indent=2))
 
 

@@ -14,7 +14,7 @@ import torch
 
 from caption_assets.assets.recaption import rerank
 from caption_assets.degeneration import distinct_ngram_ratio
-from caption_assets.fusion import FusionInput, Guardrails, reject_reason, render_prompt, rule_fuse, unsupported_entities
+from caption_assets.fusion import FusionInput, Guardrails, phrasing_noise, reject_reason, render_prompt, rule_fuse, unsupported_entities
 from resources.captioner import Captioner
 from resources.clip import ClipScorer, build_random_checkpoint
 from resources.fuser import CaptionFuser
@@ -130,6 +130,19 @@ G = Guardrails(min_words=3, max_words=20, score_margin=0.02)
 )
 def test_guardrails(fused, score, reason):
     assert reject_reason(fused, SOURCES, score, 0.30, G) == reason
+
+
+def test_phrasing_noise_is_the_quantile_of_the_score_gap_between_two_true_phrasings():
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(200, 8))
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    # second phrasing = the first turned a little towards another direction: a known score gap per image
+    gaps = np.linspace(0.0, 0.2, 200)
+    first = img.copy()
+    second = img - gaps[:, None] * img  # scores 1 and 1 - gap (not renormalised: the gap is exact)
+    got = phrasing_noise(img, np.stack([first, second], axis=1), q=0.9)
+    assert got == pytest.approx(np.quantile(gaps, 0.9))
+    assert phrasing_noise(img, np.stack([first, first], axis=1)) == 0.0
 
 
 def test_sentence_initial_capitals_are_not_entities():

@@ -32,6 +32,7 @@ r = defs.resources
 print(json.dumps({
     "scored_pairs": defaults("scored_pairs"),
     "compressed_dataset": defaults("compressed_dataset"),
+    "fused_captions": defaults("fused_captions"),
     "curation_eval": defaults("curation_eval") if graph.has(AssetKey("curation_eval")) else None,
     "clip": [r["clip"].model_name, r["clip"].pretrained],
     "captioner": r["captioner"].model,
@@ -68,6 +69,8 @@ def test_production_definitions_in_a_demo_process_carry_every_production_default
     # models
     assert got["clip"] == [prod["clip"]["model_name"], prod["clip"]["pretrained"]] == ["ViT-B-32", "laion2b_s34b_b79k"]
     assert got["captioner"] == prod["captioner"]["model"] and got["fuser"] == "openai"
+    # fusion: production names no guardrail margin, so the code's 0.02, not the demo's tuned one
+    assert "fusion" not in prod and got["fused_captions"]["score_margin"] == 0.02 != demo["fusion"]["score_margin"]
     assert "curation_eval" not in got["assets"]  # evaluation.enabled is production's (off)
     assert got["environment_changed"] == []  # importing and building sets no environment variable
 
@@ -78,6 +81,7 @@ def test_demo_definitions_in_a_production_process_carry_the_demos_defaults():
     assert got["scored_pairs"]["min_clip_score"] == demo["scoring"]["min_clip_score"] == 0.744
     assert got["scored_pairs"]["drop_clip_quantile"] == 0.0
     assert {k: got["compressed_dataset"][k] for k in demo["compress"]} == demo["compress"]
+    assert {k: got["fused_captions"][k] for k in demo["fusion"]} == demo["fusion"]
     assert got["clip"][0] == "world-clip" and "curation_eval" in got["assets"]
     assert {k: got["curation_eval"][k] for k in demo["evaluation"] if k != "enabled"} == {k: v for k, v in demo["evaluation"].items() if k != "enabled"}
     assert got["environment_changed"] == []
@@ -103,3 +107,13 @@ def test_an_unknown_candidate_selection_fails_at_load_with_one_line():
     with pytest.raises(SettingsError, match=r"captioner.selection='vote' must be clip or consensus") as err:
         validate_sections("demo", settings.clip, sections)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("margin", [-0.01, 1.5, "wide"])
+def test_a_fusion_margin_out_of_range_fails_at_load(margin):
+    from caption_assets.settings import SettingsError, load_settings, validate_sections
+
+    settings = load_settings({"CAPTION_ASSETS_PROFILE": "demo"})
+    sections = {"captioner": settings.captioner, "fuser": settings.fuser, "fusion": {"score_margin": margin}}
+    with pytest.raises(SettingsError, match=r"fusion.score_margin=.* must be a cosine difference in \[0, 1\)"):
+        validate_sections("demo", settings.clip, sections)

@@ -5,6 +5,7 @@ import polars as pl
 from dagster import AssetsDefinition, AssetKey, AutomationCondition, TableColumnDep, TableColumnLineage, AssetExecutionContext, Config, MaterializeResult, MetadataValue, RetryPolicy, asset
 
 from caption_assets.assets.reward_model import head_path
+from caption_assets.config_defaults import with_defaults
 from caption_assets.degeneration import is_degenerate
 from caption_assets.fusion import FusionInput, Guardrails, expert_facts, reject_reason, rule_fuse
 from caption_assets.metadata import counts_by, describe, md_table, preview, table_schema
@@ -33,6 +34,8 @@ COLUMN_LINEAGE = TableColumnLineage(
 class FusionConfig(Config):
     min_words: int = 3
     max_words: int = 77
+    # A fused caption may score this much below its best input and still replace it: room for the scorer's own
+    # noise between equally true phrasings (the demo profile's value is tuned, scripts/tune_demo_decisions.py).
     score_margin: float = 0.02
     alt_max_words: int = 40  # the rule fuser only merges alt-texts up to this length
 
@@ -85,7 +88,15 @@ def fuse_shard(rec: pl.DataFrame, experts: pl.DataFrame | None, fuser: CaptionFu
 
 
 def build_fused_captions(settings: Settings) -> AssetsDefinition:
-    """CLIP on the fused captions (and a local LLM with the transformers fuser): a model step, placed by caption_assets/placement.py."""
+    """CLIP on the fused captions (and a local LLM with the transformers fuser): a model step, placed by
+    caption_assets/placement.py; guardrail defaults from the settings' ``fusion:`` section."""
+    config_class = with_defaults(FusionConfig, settings.fusion, f"profile {settings.profile!r}: fusion")
+
+    def fused_captions(
+        context: AssetExecutionContext, config: config_class, fuser: CaptionFuser, clip: ClipScorer, lake: LakeStorage, warehouse: QualityWarehouse  # type: ignore[valid-type]
+    ) -> MaterializeResult:
+        return materialize_fused_captions(context, config, fuser, clip, lake, warehouse)
+
     return asset(
         partitions_def=shards_partitions,
         automation_condition=AutomationCondition.eager(),
@@ -106,7 +117,7 @@ def build_fused_captions(settings: Settings) -> AssetsDefinition:
     )(fused_captions)
 
 
-def fused_captions(
+def materialize_fused_captions(
     context: AssetExecutionContext, config: FusionConfig, fuser: CaptionFuser, clip: ClipScorer, lake: LakeStorage, warehouse: QualityWarehouse
 ) -> MaterializeResult:
     shard = context.partition_key
