@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--clip-vision", choices=sorted(VISION_TOWERS), default=ClipTrainConfig.vision, help="the CLIP's vision tower")
     ap.add_argument("--clip-wide-share", type=float, default=ClipTrainConfig.wide_share, help="share of the CLIP's split from the wide world")
     ap.add_argument("--clip-augmented", action=argparse.BooleanOptionalAction, default=ClipTrainConfig.augmented)
+    ap.add_argument("--clip-tag-weight", type=float, default=ClipTrainConfig.tag_weight, help="weight of the caption-tag head's loss (0: none)")
     ap.add_argument("--captioner-steps", type=int, nargs="+", default=[c.steps for c in CAPTIONER_STAGES], help="steps of each captioner stage")
     ap.add_argument("--captioner-from-stage", type=int, default=1, help="go on from the captioner already in --out (its earlier stages ran)")
     ap.add_argument("--images", type=int, default=20000)
@@ -67,7 +68,7 @@ def main() -> None:
     if args.only in (None, "clip"):
         print("training world-clip ...", flush=True)
         cfg = replace(ClipTrainConfig(), steps=args.clip_steps, n_images=args.images, vision=args.clip_vision,
-                      wide_share=args.clip_wide_share, augmented=args.clip_augmented)
+                      wide_share=args.clip_wide_share, augmented=args.clip_augmented, tag_weight=args.clip_tag_weight)
         report["clip"] = train_clip(cfg, args.out / "world-clip.pt", log=lambda m: print(m, flush=True), on_checkpoint=clip_checkpoint_figures)
     if args.only in (None, "captioner"):
         print("training world-captioner ...", flush=True)
