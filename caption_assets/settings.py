@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from caption_assets.consensus import SELECTIONS
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -168,8 +170,8 @@ def validate_sections(profile: str, clip: dict[str, Any], sections: dict[str, di
     captioner = sections["captioner"]
     if captioner.get("decoding", "diverse_beam") not in ("greedy", "beam", "diverse_beam", "sampling"):
         raise SettingsError(f"{where} captioner.decoding={captioner['decoding']!r} must be greedy, beam, diverse_beam or sampling")
-    if captioner.get("selection", "clip") not in ("clip", "consensus"):
-        raise SettingsError(f"{where} captioner.selection={captioner['selection']!r} must be clip or consensus")
+    if captioner.get("selection", "clip") not in SELECTIONS:
+        raise SettingsError(f"{where} captioner.selection={captioner['selection']!r} must be {' or '.join(SELECTIONS)}")
     model = str(captioner.get("model", ""))
     if model.startswith(("/", "./", "../")) and not _resolve(model).exists():
         raise SettingsError(f"{where} captioner.model={model!r} is not an existing folder (CAPTION_ASSETS_CAPTIONER)")

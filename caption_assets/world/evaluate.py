@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import random
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -71,13 +72,25 @@ def zeroshot_accuracy(img: np.ndarray, prompt_emb: np.ndarray, singles: Sequence
     return shape_acc, colour_acc
 
 
+@lru_cache(maxsize=8)
+def _crawled_singles(n: int, seed: int, wide: bool) -> tuple[list[Scene], list[Image.Image]]:
+    """Held-out single-object scenes and their crawled images, rendered once per process (a learning curve asks often)."""
+    singles = test_scenes(n, seed=seed, max_objects=1, wide=wide)
+    return singles, [as_crawled(s) for s in singles]
+
+
+def zeroshot_on_singles(model, preprocess, tokenizer, prompt_emb: np.ndarray, n: int, seed: int = 0, wide: bool = False) -> tuple[float, float]:
+    """Zero-shot (shape, colour) accuracy on ``n`` held-out single objects against the embedded ``ZEROSHOT_PROMPTS``."""
+    singles, images = _crawled_singles(n, seed, wide)
+    img, _ = _clip_embed(model, preprocess, tokenizer, images, [])
+    return zeroshot_accuracy(img, prompt_emb, singles)
+
+
 def clip_figures(model, preprocess, tokenizer, n: int = 400, seed: int = 0, wide: bool = False) -> dict[str, float]:
     """Zero-shot shape/colour accuracy (single objects, prompt ensembles), correct-vs-misaligned ROC AUC,
     and how often the true caption beats a one-attribute-wrong one (multi-object scenes)."""
-    singles = test_scenes(n, seed=seed, max_objects=1, wide=wide)
-    img, _ = _clip_embed(model, preprocess, tokenizer, [as_crawled(s) for s in singles], [])
     _, ptxt = _clip_embed(model, preprocess, tokenizer, [], ZEROSHOT_PROMPTS)
-    shape_acc, colour_acc = zeroshot_accuracy(img, ptxt, singles)
+    shape_acc, colour_acc = zeroshot_on_singles(model, preprocess, tokenizer, ptxt, n, seed, wide)
 
     scenes = test_scenes(n, seed=seed, offset=100_000, wide=wide)
     rng = random.Random(f"clip-eval:{seed}")
@@ -133,8 +146,6 @@ def clip_checkpoint_figures(model, step: int, n: int = 200) -> dict[str, float]:
     _, prompts = _clip_embed(model, preprocess, tokenizer, [], ZEROSHOT_PROMPTS)
     out: dict[str, float] = {}
     for world, wide in (("classic", False), ("wide", True)):
-        singles = test_scenes(n, max_objects=1, wide=wide)
-        img, _ = _clip_embed(model, preprocess, tokenizer, [as_crawled(s) for s in singles], [])
-        shape, colour = zeroshot_accuracy(img, prompts, singles)
+        shape, colour = zeroshot_on_singles(model, preprocess, tokenizer, prompts, n, wide=wide)
         out[f"{world}_shape"], out[f"{world}_colour"] = round(shape, 3), round(colour, 3)
     return out
