@@ -110,9 +110,7 @@ def main() -> None:
     unique_share = kept["scene_id"].n_unique() / max(kept.height, 1)
     ratio = round(min(0.3 * ingested / max(kept.height, 1), 0.95 * unique_share), 2)
     kept_true = kept.filter(pl.col("noise") == "correct").join(truth.select("uid", "objects", "background", "side", "word"), on="uid")
-    kept_img = np.stack(kept_true["image_emb"].to_numpy()).astype(np.float32)
-    kept_img /= np.linalg.norm(kept_img, axis=1, keepdims=True)
-    margin = phrasing_noise(kept_img, paraphrase_embeddings(kept_true, args.seed))
+    margin = phrasing_noise(emb[[pos_of[u] for u in kept_true["uid"]]], paraphrase_embeddings(kept_true, args.seed))
     print(json.dumps({
         "tuning_crawl": {"samples": ingested, "seed": args.seed, "folder": str(work)},
         "scoring.min_clip_score": round(floor, 3), "floor_f1": round(f1, 3), "floor_precision_true_captions": round(p, 3), "floor_recall_true_captions": round(r, 3),
