@@ -23,12 +23,17 @@ PROBE_FLOOR = 0.75
 
 
 @pytest.fixture(scope="module")
-def clip_figures():
-    from caption_assets.world.evaluate import clip_figures
+def clip():
     from resources.clip import load_clip
 
-    model, preprocess, tokenizer = load_clip("world-clip", str(CLIP_CHECKPOINT), "cpu", "fp32")
-    return clip_figures(model, preprocess, tokenizer, n=250)
+    return load_clip("world-clip", str(CLIP_CHECKPOINT), "cpu", "fp32")
+
+
+@pytest.fixture(scope="module")
+def clip_figures(clip):
+    from caption_assets.world.evaluate import clip_figures
+
+    return clip_figures(*clip, n=250)
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +50,38 @@ def test_clip_zero_shot_colour(clip_figures):
     assert clip_figures["zeroshot_colour_acc"] >= 0.9
 
 
-def test_clip_zero_shot_shape_does_not_regress(clip_figures):
-    assert clip_figures["zeroshot_shape_acc"] >= 0.45  # the shipped model measures 0.51 on 400 test images
-
-
-@pytest.mark.xfail(strict=True, reason="known miss (README, 'The world'): the shipped world-clip tells shapes apart ~half the time")
 def test_clip_zero_shot_shape_reaches_the_target(clip_figures):
-    assert clip_figures["zeroshot_shape_acc"] >= 0.9
+    assert clip_figures["zeroshot_shape_acc"] >= 0.9  # the shipped model measures 0.98 on 400 test images
+
+
+def test_clip_zero_shot_shape_in_the_wide_world(clip):
+    """Objects from a tenth to three quarters of the frame, textured backgrounds (held-out seeds; 0.93 on 400)."""
+    from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, _clip_embed, zeroshot_on_singles
+
+    _, prompts = _clip_embed(*clip, [], ZEROSHOT_PROMPTS)
+    shape, colour = zeroshot_on_singles(*clip, prompts, 200, wide=True)
+    assert shape >= 0.85 and colour >= 0.95
+
+
+def _clip_probe_accuracy(clip, width: float) -> tuple[float, float]:
+    """Zero-shot (shape, colour) on ``_probe_accuracy``'s out-of-renderer shapes at ``width`` of the frame."""
+    from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, _clip_embed, zeroshot_accuracy
+
+    scenes, images = _probe(width)
+    _, prompts = _clip_embed(*clip, [], ZEROSHOT_PROMPTS)
+    image_emb, _ = _clip_embed(*clip, images, [])
+    return zeroshot_accuracy(image_emb, prompts, scenes)
+
+
+@pytest.mark.parametrize("width", [0.2, 0.35, 0.5, 0.75])
+def test_clip_tells_shapes_another_renderer_drew_at_any_scale(clip, width: float):
+    shape, colour = _clip_probe_accuracy(clip, width)
+    assert shape >= 0.8 and colour >= 0.9
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (README, 'The world'): a shape a tenth of the frame wide is ~10 px at the CLIP's 96 px")
+def test_clip_tells_the_smallest_probe_shapes(clip):
+    assert _clip_probe_accuracy(clip, 0.1)[0] >= 0.8
 
 
 def test_clip_separates_true_from_misaligned_and_wrong_attribute(clip_figures):
@@ -82,18 +112,24 @@ def test_captioner_names_every_object_in_the_wide_world(captioner):
     assert np.mean([names_every_object(c, s.objects) for c, s in zip(caps, scenes)]) >= WIDE_FLOOR
 
 
-def _probe_accuracy(captioner, width: float) -> float:
+def _probe(width: float) -> tuple[list, list]:
     """``bench/probe_models.py``'s probe, smaller: one shape drawn by scikit-image (anti-aliased, speckled, jittered
     colours, JPEG q75), centred, at ``width`` of the frame; the world's renderer never drew these pixels."""
     import random
 
     from bench.verdict_probe import draw_probe
-    from caption_assets.world.captions import names_every_object
     from caption_assets.world.scene import sample_scene
 
     scenes = [sample_scene(random.Random(f"test-probe:{width}:{i}"), max_objects=1, word_rate=0.0) for i in range(32)]
     rng = np.random.default_rng(7)
-    caps = [c[0] for c in captioner.generate(torch.stack([captioner._pixels(draw_probe(s, rng, width=width)) for s in scenes]))]
+    return scenes, [draw_probe(s, rng, width=width) for s in scenes]
+
+
+def _probe_accuracy(captioner, width: float) -> float:
+    from caption_assets.world.captions import names_every_object
+
+    scenes, images = _probe(width)
+    caps = [c[0] for c in captioner.generate(torch.stack([captioner._pixels(im) for im in images]))]
     return float(np.mean([names_every_object(c, s.objects) for c, s in zip(caps, scenes)]))
 
 
