@@ -75,6 +75,7 @@ def _clip_probe_accuracy(clip, width: float) -> tuple[float, float]:
 
 @pytest.mark.parametrize("width", [0.2, 0.35, 0.5, 0.75])
 def test_clip_tells_shapes_another_renderer_drew_at_any_scale(clip, width: float):
+    # issue 22's target; the shipped CLIP measures 0.97, 0.97, 0.91, 0.84 on these 32 a width (0.47 at 0.1), colour 1.00
     shape, colour = _clip_probe_accuracy(clip, width)
     assert shape >= 0.8 and colour >= 0.9
 
