@@ -26,6 +26,7 @@ class CompressConfig:
     score: str = "clip"  # "clip" (final caption's clip score), "reward", or "mix"
     mix_weight: float = 0.5  # weight of reward in "mix" (z-scored)
     min_score: float | None = None  # never select below this score, even with quota left
+    max_selected: int | None = None  # a hard cap on the export, whatever the ratio gives (e.g. a share of the ingested pairs)
     seed: int = 0
 
 
@@ -189,5 +190,7 @@ def compress(df: pl.DataFrame, image_emb: np.ndarray, cfg: CompressConfig) -> Co
     cluster, _ = kmeans(x, cfg.n_clusters or default_clusters(n), cfg.kmeans_iters, cfg.seed)
     semantic = semdedup(x, cluster, score, cfg.semdedup_eps, ~exact & ~bad)
     target = int(round(cfg.target_ratio * n))
+    if cfg.max_selected is not None:
+        target = min(target, cfg.max_selected)
     selected = codebook_select(cluster, score, ~exact & ~semantic & ~bad, target, cfg.alpha, cfg.min_score)
     return Compression(cluster, exact, semantic & ~exact & ~bad, selected, score, int(cluster.max()) + 1, target, bad)

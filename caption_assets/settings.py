@@ -192,6 +192,9 @@ def validate_sections(profile: str, clip: dict[str, Any], sections: dict[str, di
     ratio = compress.get("target_ratio", 0.2)
     if not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
         raise SettingsError(f"{where} compress.target_ratio={ratio!r} must be in (0, 1]")
+    share = compress.get("max_ingested_share")
+    if share is not None and (not isinstance(share, (int, float)) or not 0 < share <= 1):
+        raise SettingsError(f"{where} compress.max_ingested_share={share!r} must be in (0, 1] (or absent)")
     eps = compress.get("semdedup_eps", 0.05)
     if not isinstance(eps, (int, float)) or not 0 <= eps < 1:
         raise SettingsError(f"{where} compress.semdedup_eps={eps!r} must be in [0, 1)")

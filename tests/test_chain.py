@@ -69,7 +69,18 @@ def test_funnel_reconciles_stage_to_stage(chain):
     n = total("compressed_dataset", "in")
     assert n == total("fused_captions", "in")
     parts = sum(total("compressed_dataset", o) for o in ("exact_duplicate", "semantic_duplicate", "degenerate_caption", "not_selected", "selected"))
-    assert parts == n and total("compressed_dataset", "selected") == round(settings.compress["target_ratio"] * n)  # the profile's default
+    # the profile's ratio of the kept pairs, under its cap of 30% of the ingested ones: here the cap binds (12 of 42)
+    ratio_target, cap = round(settings.compress["target_ratio"] * n), int(settings.compress["max_ingested_share"] * raw_rows)
+    assert cap == 12 < ratio_target
+    assert parts == n and total("compressed_dataset", "selected") == cap
+
+
+def test_the_ratio_check_names_the_ingested_cap_as_the_binding_bound(chain):
+    _, results = chain
+    (check,) = [e.event_specific_data for e in results["compress"].all_events
+                if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "ratio_within_tolerance"]
+    meta = {k: v.value for k, v in check.metadata.items()}
+    assert check.passed and meta["bound"] == "max_ingested_share" and meta["max_selected"] == 12
 
 
 def test_fused_outputs_keep_all_captions_side_by_side(chain):

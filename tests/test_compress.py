@@ -80,3 +80,14 @@ def test_compress_meets_the_target_ratio_with_one_survivor_per_group():
     assert res.target == 30 and res.selected.sum() == 30
     assert len(set(group[res.selected])) == 30  # never two near-duplicates of one group
     assert res.semantic_dup.sum() == n - 60
+
+
+def test_a_cap_on_the_export_binds_below_the_ratio():
+    x, group, score = planted(n_groups=60, group_size=5)
+    n = len(x)
+    df = pl.DataFrame({"sha256": [f"h{i}" for i in range(n)], "final_caption": [f"c{i}" for i in range(n)], "phash": np.arange(n) * 1_000_003, "final_score": score})
+    res = compress(df, x, CompressConfig(target_ratio=0.1, n_clusters=12, alpha=0.0, max_selected=17))
+    assert res.target == 17 and res.selected.sum() == 17
+    assert len(set(group[res.selected])) == 17
+    loose = compress(df, x, CompressConfig(target_ratio=0.1, n_clusters=12, alpha=0.0, max_selected=500))
+    assert loose.target == 30  # a cap above the ratio's target changes nothing

@@ -117,3 +117,13 @@ def test_a_fusion_margin_out_of_range_fails_at_load(margin):
     sections = {"captioner": settings.captioner, "fuser": settings.fuser, "fusion": {"score_margin": margin}}
     with pytest.raises(SettingsError, match=r"fusion.score_margin=.* must be a cosine difference in \[0, 1\)"):
         validate_sections("demo", settings.clip, sections)
+
+
+@pytest.mark.parametrize("share", [0, 1.5, "most"])
+def test_an_export_cap_out_of_range_fails_at_load(share):
+    from caption_assets.settings import SettingsError, load_settings, validate_sections
+
+    settings = load_settings({"CAPTION_ASSETS_PROFILE": "demo"})
+    sections = {"captioner": settings.captioner, "fuser": settings.fuser, "compress": {**settings.compress, "max_ingested_share": share}}
+    with pytest.raises(SettingsError, match=r"compress.max_ingested_share=.* must be in \(0, 1\]"):
+        validate_sections("demo", settings.clip, sections)

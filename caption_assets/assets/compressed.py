@@ -44,6 +44,9 @@ class CompressedDatasetConfig(Config):
     """
 
     target_ratio: float = 0.2
+    # A cap on the export as a share of the pairs that passed ingest (scored_pairs' rows). target_ratio is a share of
+    # the *kept* pairs, so a crawl that keeps more exports more; the cap holds whatever the kept share.
+    max_ingested_share: float | None = None
     ratio_tolerance: float = 0.02
     n_clusters: int = 0
     semdedup_eps: float = 0.05
@@ -56,8 +59,15 @@ class CompressedDatasetConfig(Config):
     gallery_per_outcome: int = 4  # report.html: sampled pairs shown per outcome
     seed: int = 0
 
-    def compress_config(self) -> CompressConfig:
-        return CompressConfig(self.target_ratio, self.n_clusters, 20, self.semdedup_eps, self.alpha, self.score, self.mix_weight, self.min_score, self.seed)
+    def compress_config(self, max_selected: int | None = None) -> CompressConfig:
+        return CompressConfig(self.target_ratio, self.n_clusters, 20, self.semdedup_eps, self.alpha, self.score, self.mix_weight, self.min_score,
+                              max_selected, self.seed)
+
+
+def ingested_pairs(lake: LakeStorage) -> int:
+    """Pairs that passed ingest: the rows of every scored_pairs partition (from the parquet footers)."""
+    files = lake.files("scored_pairs")
+    return int(pl.scan_parquet(files).select(pl.len()).collect().item()) if files else 0
 
 
 def load_fused(lake: LakeStorage) -> pl.DataFrame:
@@ -146,7 +156,9 @@ def build_compressed_dataset(settings: Settings) -> AssetsDefinition:
 def compress_lake(context: AssetExecutionContext, config: CompressedDatasetConfig, lake: LakeStorage, warehouse: QualityWarehouse):
     df = load_fused(lake)
     image_emb = df["image_emb"].to_numpy() if df.height else np.zeros((0, df.schema["image_emb"].shape[0]), np.float32)
-    res = compress(df, image_emb, config.compress_config())
+    ingested = ingested_pairs(lake) if config.max_ingested_share is not None else None
+    cap = int(config.max_ingested_share * ingested) if ingested is not None else None  # type: ignore[operator]
+    res = compress(df, image_emb, config.compress_config(cap))
     out = export_dir(lake)
     selected = df.filter(pl.Series(res.selected)).with_columns(cluster=pl.Series(res.cluster[res.selected]), selection_score=pl.Series(res.score[res.selected]))
     manifest = write_export(selected, out, config, context.run.run_id)
@@ -171,6 +183,8 @@ def compress_lake(context: AssetExecutionContext, config: CompressedDatasetConfi
             "selected": int(res.selected.sum()),
             "achieved_ratio": float(achieved),
             "target_ratio": config.target_ratio,
+            "ingested_pairs": ingested if ingested is not None else -1,
+            "max_selected": cap if cap is not None else -1,
             "clusters": res.n_clusters,
             "exact_duplicates": int(res.exact_dup.sum()),
             "semantic_duplicates": int(res.semantic_dup.sum()),
@@ -183,7 +197,7 @@ def compress_lake(context: AssetExecutionContext, config: CompressedDatasetConfi
         }
     )
     eligible = int((~res.exact_dup & ~res.semantic_dup & ~res.degenerate).sum())
-    yield from run_checks(out, df.height, eligible, config)
+    yield from run_checks(out, df.height, eligible, config, cap)
 
 
 def write_export(selected: pl.DataFrame, out: Path, config: CompressedDatasetConfig, run_id: str) -> pl.DataFrame:
@@ -209,18 +223,21 @@ def tar_keys(out: Path) -> tuple[list[str], list[str]]:
     return keys, broken
 
 
-def run_checks(out: Path, pairs_in: int, unique_pairs: int, config: CompressedDatasetConfig):
+def run_checks(out: Path, pairs_in: int, unique_pairs: int, config: CompressedDatasetConfig, cap: int | None = None):
     manifest = pl.read_parquet(out / "manifest.parquet")
     keys, broken = tar_keys(out)
     achieved = manifest.height / max(pairs_in, 1)
     limited_by_floor = config.min_score is not None and achieved < config.target_ratio
     too_few_unique = unique_pairs < round(config.target_ratio * pairs_in)  # dedup left less than the target
+    capped = cap is not None and cap < round(config.target_ratio * pairs_in)  # the ingested-share cap is the binding bound
     yield AssetCheckResult(
         check_name="ratio_within_tolerance", asset_key=ASSET,
-        passed=bool(abs(achieved - config.target_ratio) <= config.ratio_tolerance or limited_by_floor or pairs_in == 0),
+        passed=bool(abs(achieved - config.target_ratio) <= config.ratio_tolerance or limited_by_floor or pairs_in == 0
+                    or (capped and manifest.height <= cap)),  # type: ignore[operator]
         severity=AssetCheckSeverity.WARN if too_few_unique or limited_by_floor else AssetCheckSeverity.ERROR,
         metadata={"achieved": float(achieved), "target": config.target_ratio, "tolerance": config.ratio_tolerance,
-                  "unique_pairs_after_dedup": unique_pairs},
+                  "unique_pairs_after_dedup": unique_pairs, "bound": "max_ingested_share" if capped else "target_ratio",
+                  "max_selected": cap if cap is not None else -1},
     )
     yield AssetCheckResult(
         check_name="no_duplicate_keys", asset_key=ASSET,
