@@ -12,6 +12,7 @@ profile, joins the outputs with the crawl's truth and prints the values to put i
   their nearest distinct scene, by F1;
 - ``compress.target_ratio``: the share of kept pairs that leaves the export at about 30% of the
   ingested pairs, never more than the unique share of the kept ones;
+  ``compress.max_ingested_share`` (0.3, not tuned) holds the export at 30% on crawls that keep a larger share;
 - ``fusion.score_margin``: the CLIP's own noise between equally true phrasings: the 90th percentile of the
   score difference between two true paraphrases of the same kept image. A fused caption that scores below its best
   input by less than this is not worse by any measure the CLIP can vouch for.
