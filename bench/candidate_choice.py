@@ -39,12 +39,13 @@ def main() -> None:
         images = [as_crawled(s) for s in scenes]
         pixels = torch.stack([cap._pixels(im) for im in images])
         cands = [c for b in range(0, n, 32) for c in cap.generate(pixels[b : b + 32])]
-        image_emb, _ = _clip_embed(model, pre, tok, images, [])
+        image_emb, text_emb = _clip_embed(model, pre, tok, images, [c for cs in cands for c in cs])  # every candidate in one batch
+        starts = np.cumsum([0] + [len(cs) for cs in cands])
         right: dict[str, list[bool]] = {sel: [] for sel in SELECTIONS}
-        for emb, cs, scene in zip(image_emb, cands, scenes):
-            _, text_emb = _clip_embed(model, pre, tok, [], list(cs))
+        for i, (cs, scene) in enumerate(zip(cands, scenes)):
+            scores = text_emb[starts[i] : starts[i + 1]] @ image_emb[i]
             for sel in SELECTIONS:
-                right[sel].append(names_every_object(cs[choose(text_emb @ emb, cs, sel)], scene.objects))
+                right[sel].append(names_every_object(cs[choose(scores, cs, sel)], scene.objects))
         figures = ", ".join(f"{sel} {np.mean(v):.3f}" for sel, v in right.items())
         print(f"{'wide' if wide else 'classic'} world, {n} scenes: kept candidate names every object: {figures}", flush=True)
 
