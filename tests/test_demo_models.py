@@ -30,6 +30,13 @@ def clip():
 
 
 @pytest.fixture(scope="module")
+def zeroshot_prompts(clip):
+    from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, _clip_embed
+
+    return _clip_embed(*clip, [], ZEROSHOT_PROMPTS)[1]
+
+
+@pytest.fixture(scope="module")
 def clip_figures(clip):
     from caption_assets.world.evaluate import clip_figures
 
@@ -54,35 +61,33 @@ def test_clip_zero_shot_shape_reaches_the_target(clip_figures):
     assert clip_figures["zeroshot_shape_acc"] >= 0.9  # the shipped model measures 0.98 on 400 test images
 
 
-def test_clip_zero_shot_shape_in_the_wide_world(clip):
+def test_clip_zero_shot_shape_in_the_wide_world(clip, zeroshot_prompts):
     """Objects from a tenth to three quarters of the frame, textured backgrounds (held-out seeds; 0.93 on 400)."""
-    from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, _clip_embed, zeroshot_on_singles
+    from caption_assets.world.evaluate import zeroshot_on_singles
 
-    _, prompts = _clip_embed(*clip, [], ZEROSHOT_PROMPTS)
-    shape, colour = zeroshot_on_singles(*clip, prompts, 200, wide=True)
+    shape, colour = zeroshot_on_singles(*clip, zeroshot_prompts, 200, wide=True)
     assert shape >= 0.85 and colour >= 0.95
 
 
-def _clip_probe_accuracy(clip, width: float) -> tuple[float, float]:
-    """Zero-shot (shape, colour) on ``_probe_accuracy``'s out-of-renderer shapes at ``width`` of the frame."""
-    from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, _clip_embed, zeroshot_accuracy
+def _clip_probe_accuracy(clip, prompts: np.ndarray, width: float) -> tuple[float, float]:
+    """Zero-shot (shape, colour) on ``_probe``'s out-of-renderer shapes at ``width`` of the frame."""
+    from caption_assets.world.evaluate import _clip_embed, zeroshot_accuracy
 
     scenes, images = _probe(width)
-    _, prompts = _clip_embed(*clip, [], ZEROSHOT_PROMPTS)
     image_emb, _ = _clip_embed(*clip, images, [])
     return zeroshot_accuracy(image_emb, prompts, scenes)
 
 
 @pytest.mark.parametrize("width", [0.2, 0.35, 0.5, 0.75])
-def test_clip_tells_shapes_another_renderer_drew_at_any_scale(clip, width: float):
+def test_clip_tells_shapes_another_renderer_drew_at_any_scale(clip, zeroshot_prompts, width: float):
     # issue 22's target; the shipped CLIP measures 0.97, 0.97, 0.91, 0.84 on these 32 a width (0.47 at 0.1), colour 1.00
-    shape, colour = _clip_probe_accuracy(clip, width)
+    shape, colour = _clip_probe_accuracy(clip, zeroshot_prompts, width)
     assert shape >= 0.8 and colour >= 0.9
 
 
 @pytest.mark.xfail(strict=True, reason="known miss (README, 'The world'): a shape a tenth of the frame wide is ~10 px at the CLIP's 96 px")
-def test_clip_tells_the_smallest_probe_shapes(clip):
-    assert _clip_probe_accuracy(clip, 0.1)[0] >= 0.8
+def test_clip_tells_the_smallest_probe_shapes(clip, zeroshot_prompts):
+    assert _clip_probe_accuracy(clip, zeroshot_prompts, 0.1)[0] >= 0.8
 
 
 def test_clip_separates_true_from_misaligned_and_wrong_attribute(clip_figures):
