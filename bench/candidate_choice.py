@@ -1,6 +1,6 @@
 """Which diverse-beam candidate ``recaptioned_pairs`` should keep: the CLIP's best-of-3 or the consensus one.
 
-    python bench/candidate_choice.py [--n 300]
+    python bench/candidate_choice.py [--n 300] [--models data/demo_models]
 
 For held-out scenes of the classic and the wide world, the shipped captioner's 3 diverse-beam candidates are scored
 by the shipped world-clip, and each selection (``caption_assets.consensus.SELECTIONS``) is checked against the
@@ -20,19 +20,20 @@ sys.path.insert(0, str(ROOT))
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300)
-    n = ap.parse_args().n
+    ap.add_argument("--models", type=Path, default=ROOT / "data" / "demo_models", help="a folder written by scripts/train_demo_models.py")
+    args = ap.parse_args()
+    n = args.n
     import numpy as np
     import torch
 
     from caption_assets.consensus import SELECTIONS, choose
     from caption_assets.world.captions import names_every_object
     from caption_assets.world.evaluate import _clip_embed, as_crawled, test_scenes
-    from caption_assets.world.models import CAPTIONER_FOLDER, CLIP_CHECKPOINT
     from resources.captioner import Captioner
     from resources.clip import load_clip
 
-    model, pre, tok = load_clip("world-clip", str(CLIP_CHECKPOINT), "cpu", "fp32")
-    cap = Captioner(model=str(CAPTIONER_FOLDER), device="cpu", num_workers=0, decoding="diverse_beam", num_candidates=3, beams_per_group=2, max_new_tokens=40)
+    model, pre, tok = load_clip("world-clip", str(args.models / "world-clip.pt"), "cpu", "fp32")
+    cap = Captioner(model=str(args.models / "world-captioner"), device="cpu", num_workers=0, decoding="diverse_beam", num_candidates=3, beams_per_group=2, max_new_tokens=40)
     cap.load()
     for wide in (False, True):
         scenes = test_scenes(n, offset=200_000, wide=wide)
