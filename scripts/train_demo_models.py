@@ -1,11 +1,12 @@
 """Train the demo profile's models on the world's training split and commit-ready save them.
 
-    python scripts/train_demo_models.py [--out data/demo_models] [--only clip|captioner|fuser] [--threads N] [--clip-steps N] [--captioner-steps N [N]] [--fuser-steps N]
+    python scripts/train_demo_models.py [--out data/demo_models] [--only clip|captioner|fuser] [--threads N] [--clip-steps N] [--captioner-steps N [N ...]] [--fuser-steps N]
 
 The shipped models came from `--only clip` (``ClipTrainConfig``'s defaults: the ResNet tower, the tag head, 6,000 steps; 46
 minutes on two threads, alone), `--only captioner`
-(two stages, ``CAPTIONER_STAGES``: the wide world with augmentations at 96 px; the first stage on one thread beside a
-CLIP run, 28 minutes, the second on two threads, 17 minutes, via `--captioner-from-stage 2`), and `--only fuser`
+(four stages, ``CAPTIONER_STAGES``: the wide world with augmentations at 96 px; the first on one thread beside a
+CLIP run, 28 minutes, the second on two threads, 17 minutes, via `--captioner-from-stage 2`; the third and fourth, with
+the tag head, on one thread each beside another captioner run, 31 and 24 minutes with rendering, via `--captioner-from-stage 3`), and `--only fuser`
 (two stages: the copy task, then the product's prompt; see ``train_fuser_staged``). CPU only, seeded, reproducible on the same machine, thread count and
 library versions. Writes:
 ``world-clip.pt`` + ``world-clip.json`` (open_clip checkpoint and model config), ``world-captioner/``
