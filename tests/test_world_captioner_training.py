@@ -30,6 +30,7 @@ def test_stages_go_on_from_the_saved_captioner_at_a_new_side_without_the_tag_hea
     assert reports["stage_1"]["parameters"] == reports["stage_2"]["parameters"]
     assert json.loads((out / "config.json").read_text())["encoder"]["image_size"] == 80
     assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"height": 80, "width": 80}
+    assert (out / "README.md").read_text().startswith("World captioner (demo): Swin encoder + GPT-2 decoder")
     saved = load_file(out / "model.safetensors")
     assert not any("head" in k and not k.startswith(("encoder.", "decoder.")) for k in saved)
     assert sum(v.numel() for v in saved.values()) <= reports["stage_2"]["parameters"]

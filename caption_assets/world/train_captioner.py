@@ -1,6 +1,6 @@
 """Train the demo captioner on the world's training split: a transformers VisionEncoderDecoder.
 
-A small Swin encoder (4 px patches, so small shapes stay legible at 64 px) and a GPT-2 decoder with cross-attention, a word-level tokenizer over the world's
+A small Swin encoder (4 px patches, so small shapes stay legible at 96 px) and a GPT-2 decoder with cross-attention, a word-level tokenizer over the world's
 grammar, teacher forcing on true paraphrases (several framings, objects always in slot order, so
 diverse beam search has real alternatives to find). Saved with ``save_pretrained`` and loaded by
 ``resources.captioner.load_captioner`` (``AutoModelForImageTextToText``), the production loader.
@@ -153,7 +153,7 @@ def train_captioner(cfg: CaptionerTrainConfig, out: Path, log: Callable[[str], N
     tokenizer.save_pretrained(tmp)
     processor.save_pretrained(tmp)
     (tmp / "README.md").write_text(
-        "World captioner (demo): ViT encoder + GPT-2 decoder trained on the procedural world's training split "
+        f"World captioner (demo): {'Swin' if cfg.encoder == 'swin' else 'ViT'} encoder + GPT-2 decoder trained on the procedural world's training split "
         "(caption_assets/world). It describes coloured shapes; it knows nothing else.\n"
     )
     if out.exists():
