@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--clip-wide-share", type=float, default=ClipTrainConfig.wide_share, help="share of the CLIP's split from the wide world")
     ap.add_argument("--clip-augmented", action=argparse.BooleanOptionalAction, default=ClipTrainConfig.augmented)
     ap.add_argument("--clip-tag-weight", type=float, default=ClipTrainConfig.tag_weight, help="weight of the caption-tag head's loss (0: none)")
-    ap.add_argument("--captioner-steps", type=int, nargs="+", default=[c.steps for c in CAPTIONER_STAGES], help="steps of each captioner stage")
+    ap.add_argument("--captioner-steps", type=int, nargs="+", default=[c.steps for c in CAPTIONER_STAGES], help="steps of each captioner stage (fewer numbers run only the first stages)")
     ap.add_argument("--captioner-from-stage", type=int, default=1, help="go on from the captioner already in --out (its earlier stages ran)")
     ap.add_argument("--images", type=int, default=20000)
     ap.add_argument("--fuser-steps", type=int, default=FUSION_STAGE.steps, help="steps of the fusion stage")

@@ -2,7 +2,8 @@
 
 A small Swin encoder (4 px patches, so small shapes stay legible at 96 px) and a GPT-2 decoder with cross-attention, a word-level tokenizer over the world's
 grammar, teacher forcing on true paraphrases (several framings, objects always in slot order, so
-diverse beam search has real alternatives to find). Saved with ``save_pretrained`` and loaded by
+diverse beam search has real alternatives to find); the later stages add a tag head on the encoder, as the CLIP
+trains with. Saved with ``save_pretrained`` and loaded by
 ``resources.captioner.load_captioner`` (``AutoModelForImageTextToText``), the production loader.
 """
 
