@@ -156,8 +156,11 @@ def build_compressed_dataset(settings: Settings) -> AssetsDefinition:
 def compress_lake(context: AssetExecutionContext, config: CompressedDatasetConfig, lake: LakeStorage, warehouse: QualityWarehouse):
     df = load_fused(lake)
     image_emb = df["image_emb"].to_numpy() if df.height else np.zeros((0, df.schema["image_emb"].shape[0]), np.float32)
-    ingested = ingested_pairs(lake) if config.max_ingested_share is not None else None
-    cap = int(config.max_ingested_share * ingested) if ingested is not None else None  # type: ignore[operator]
+    ingested: int | None = None
+    cap: int | None = None
+    if config.max_ingested_share is not None:
+        ingested = ingested_pairs(lake)
+        cap = int(config.max_ingested_share * ingested)
     res = compress(df, image_emb, config.compress_config(cap))
     out = export_dir(lake)
     selected = df.filter(pl.Series(res.selected)).with_columns(cluster=pl.Series(res.cluster[res.selected]), selection_score=pl.Series(res.score[res.selected]))
@@ -228,8 +231,9 @@ def run_checks(out: Path, pairs_in: int, unique_pairs: int, config: CompressedDa
     keys, broken = tar_keys(out)
     achieved = manifest.height / max(pairs_in, 1)
     limited_by_floor = config.min_score is not None and achieved < config.target_ratio
-    too_few_unique = unique_pairs < round(config.target_ratio * pairs_in)  # dedup left less than the target
-    capped = cap is not None and cap < round(config.target_ratio * pairs_in)  # the ingested-share cap is the binding bound
+    ratio_target = round(config.target_ratio * pairs_in)
+    too_few_unique = unique_pairs < ratio_target  # dedup left less than the target
+    capped = cap is not None and cap < ratio_target  # the ingested-share cap is the binding bound
     yield AssetCheckResult(
         check_name="ratio_within_tolerance", asset_key=ASSET,
         passed=bool(abs(achieved - config.target_ratio) <= config.ratio_tolerance or limited_by_floor or pairs_in == 0
