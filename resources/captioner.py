@@ -195,14 +195,7 @@ class Captioner(ConfigurableResource):
             rec.finish(seqs, k)
             recorders.append(rec)
             groups.append(_chunk(self._decode(seqs), k))
-        # One candidate per group: its best beam, or its next-best when an earlier group already said the same.
-        out = []
-        for i in range(len(groups[0]) if groups else 0):
-            chosen: list[str] = []
-            for beams in (g[i] for g in groups):
-                chosen.append(next((b for b in beams if b not in chosen), beams[0]))
-            out.append(chosen)
-        return out
+        return [one_per_group([g[i] for g in groups]) for i in range(len(groups[0]) if groups else 0)]
 
     def _prompt_inputs(self, batch: int) -> dict[str, torch.Tensor]:
         """PromptCap-style conditioning: the prompt starts the text the model continues."""
@@ -222,6 +215,17 @@ class Captioner(ConfigurableResource):
             p = " ".join(self.prompt.split()).lower()
             texts = [t[len(p):].strip() if t.lower().startswith(p) else t for t in texts]
         return texts
+
+
+def one_per_group(groups: list[list[str]]) -> list[str]:
+    """One image's diverse-beam candidates, one per group of beams (best first): the group's best beam, or its
+    next-best when an earlier group already said the same, or else a beam an earlier group left unused. A repeat
+    only when every beam of this group and the earlier ones is taken."""
+    chosen: list[str] = []
+    for g, beams in enumerate(groups):
+        spare = (b for earlier in groups[:g] for b in earlier)
+        chosen.append(next((b for b in [*beams, *spare] if b not in chosen), beams[0]))
+    return chosen
 
 
 def _chunk(items: list[str], n: int) -> list[list[str]]:

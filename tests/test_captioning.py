@@ -15,7 +15,7 @@ import torch
 from caption_assets.assets.recaption import rerank
 from caption_assets.degeneration import distinct_ngram_ratio
 from caption_assets.fusion import FusionInput, Guardrails, phrasing_noise, reject_reason, render_prompt, rule_fuse, unsupported_entities
-from resources.captioner import Captioner
+from resources.captioner import Captioner, one_per_group
 from resources.clip import ClipScorer, build_random_checkpoint
 from resources.fuser import CaptionFuser
 from tests.helpers import tiny_chat_model
@@ -56,6 +56,15 @@ def test_diverse_beam_search_diversifies_where_beam_search_repeats(models_dir: P
         assert len(set(first_words)) == 4  # each group opened with a word no earlier group used
     # plain beam search: near-duplicates that share most of their words
     assert np.mean([distinct_ngram_ratio(b, 2) for b in beam]) < 0.5
+
+
+def test_diverse_beam_takes_one_distinct_candidate_per_group():
+    """A group whose beams both repeat earlier picks takes a beam an earlier group left unused (the demo captioner
+    repeated a candidate on one test scene in 60 before); a repeat only when no distinct beam is left."""
+    assert one_per_group([["A", "C"], ["B", "A"], ["A", "B"]]) == ["A", "B", "C"]
+    assert one_per_group([["A", "B"], ["A", "C"], ["D", "A"]]) == ["A", "C", "D"]  # own next-best before a spare
+    assert one_per_group([["A", "B"], ["B", "A"], ["A", "B"]]) == ["A", "B", "A"]  # two distinct beams, three groups
+    assert one_per_group([["A"]]) == ["A"]
 
 
 def test_rerank_picks_the_highest_scoring_candidate(models_dir: Path):
