@@ -33,14 +33,15 @@ sys.path.insert(0, str(ROOT))
 from caption_assets.world.models import evaluate_models, folder_size  # noqa: E402
 from caption_assets.world.train_captioner import CAPTIONER_STAGES, train_captioner_staged  # noqa: E402
 from caption_assets.world.evaluate import clip_checkpoint_figures  # noqa: E402
-from caption_assets.world.train_clip import VISION_TOWERS, ClipTrainConfig, train_clip  # noqa: E402
+from caption_assets.world.train_clip import CLIP_STAGES, VISION_TOWERS, ClipTrainConfig, train_clip_staged  # noqa: E402
 from caption_assets.world.train_fuser import FUSION_STAGE, evaluate_fuser, train_fuser_staged  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "demo_models")
-    ap.add_argument("--clip-steps", type=int, default=ClipTrainConfig.steps)
+    ap.add_argument("--clip-steps", type=int, nargs="+", default=[c.steps for c in CLIP_STAGES], help="steps of each CLIP stage (fewer numbers run only the first stages)")
+    ap.add_argument("--clip-from-stage", type=int, default=1, help="go on from the CLIP already in --out (its earlier stages ran)")
     ap.add_argument("--clip-vision", choices=sorted(VISION_TOWERS), default=ClipTrainConfig.vision, help="the CLIP's vision tower")
     ap.add_argument("--clip-wide-share", type=float, default=ClipTrainConfig.wide_share, help="share of the CLIP's split from the wide world")
     ap.add_argument("--clip-augmented", action=argparse.BooleanOptionalAction, default=ClipTrainConfig.augmented)
@@ -71,26 +72,33 @@ def main() -> None:
     # Each model renders its own split at its own input side (the wide world and augmentations, see ``render_split``).
     if args.only in (None, "clip"):
         print("training world-clip ...", flush=True)
-        cfg = replace(ClipTrainConfig(), steps=args.clip_steps, n_images=args.images, vision=args.clip_vision,
-                      wide_share=args.clip_wide_share, augmented=args.clip_augmented, tag_weight=args.clip_tag_weight)
-        report["clip"] = train_clip(cfg, args.out / "world-clip.pt", log=lambda m: print(m, flush=True), on_checkpoint=clip_checkpoint_figures)
+        stages = tuple(replace(c, steps=n, n_images=args.images, vision=args.clip_vision, wide_share=args.clip_wide_share,
+                               augmented=args.clip_augmented, tag_weight=args.clip_tag_weight) for c, n in zip(CLIP_STAGES, args.clip_steps))
+        done = train_clip_staged(args.out / "world-clip.pt", stages, start=args.clip_from_stage - 1, log=lambda m: print(m, flush=True),
+                                 on_checkpoint=clip_checkpoint_figures)
+        report["clip"] = staged_report(previous_stages(args.out, "clip") if args.clip_from_stage > 1 else {}, done)
     if args.only in (None, "captioner"):
         print("training world-captioner ...", flush=True)
         stages = tuple(replace(c, steps=n, n_images=args.images) for c, n in zip(CAPTIONER_STAGES, args.captioner_steps))
         done = train_captioner_staged(args.out / "world-captioner", stages, start=args.captioner_from_stage - 1, log=lambda m: print(m, flush=True))
-        stages_run = {**(previous_stages(args.out) if args.captioner_from_stage > 1 else {}), **done}
-        report["captioner"] = {**stages_run, **{k: round(sum(v[k] for v in stages_run.values()), 1) for k in ("train_seconds", "render_seconds")}}
+        report["captioner"] = staged_report(previous_stages(args.out, "captioner") if args.captioner_from_stage > 1 else {}, done)
     print("evaluating on the held-out test split ...", flush=True)
     trained = ("clip", "captioner") if args.only is None else (args.only,)
     figures.update(evaluate_models(args.out, which=trained))
     write_report(args.out, report, figures, torch.get_num_threads())
 
 
-def previous_stages(out: Path) -> dict:
-    """The captioner stages an earlier run recorded (a pre-staging report is stage 1)."""
+def previous_stages(out: Path, model: str) -> dict:
+    """The stages of ``model`` ("clip", "captioner") an earlier run recorded (a pre-staging report is stage 1)."""
     path = out / "training_report.json"
-    old = json.loads(path.read_text()).get("captioner", {}) if path.exists() else {}
+    old = json.loads(path.read_text()).get(model, {}) if path.exists() else {}
     return {k: v for k, v in old.items() if k.startswith("stage_")} or ({"stage_1": old} if old else {})
+
+
+def staged_report(previous: dict, done: dict) -> dict:
+    """One model's report: every stage's, and the seconds they took together."""
+    stages = {**previous, **done}
+    return {**stages, **{k: round(sum(v[k] for v in stages.values()), 1) for k in ("train_seconds", "render_seconds")}}
 
 
 def write_report(out: Path, report: dict, figures: dict, threads: int) -> None:

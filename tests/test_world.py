@@ -146,11 +146,11 @@ def _object_box(mask: np.ndarray, side: int) -> tuple[float, float, float, float
     return xs.min() / side, ys.min() / side, (xs.max() + 1) / side, (ys.max() + 1) / side
 
 
-@pytest.mark.parametrize("index", range(60))
-def test_wide_scenes_are_drawn_as_their_truth_says(index: int):
+@pytest.mark.parametrize(("index", "size_bias"), [(i, 1.0) for i in range(60)] + [(i, 3.0) for i in range(20)])
+def test_wide_scenes_are_drawn_as_their_truth_says(index: int, size_bias: float):
     from caption_assets.world.scene import LARGE_FROM, WORD_BAND, slot_centre
 
-    scene = sample_scene(scene_rng("unit-wide", 0, index), wide=True, word_rate=0.5)
+    scene = sample_scene(scene_rng("unit-wide", 0, index), wide=True, word_rate=0.5, size_bias=size_bias)
     pixels = np.asarray(render(scene), dtype=np.float64)
     union = np.zeros((scene.side, scene.side), bool)
     for obj, half, mask in zip(scene.objects, scene.extents, object_masks(scene)):
@@ -178,6 +178,21 @@ def test_the_wide_world_spans_a_tenth_to_three_quarters_of_the_frame():
     assert {len(s.objects) for s in scenes} == {1, 2, 3}
     classic = sample_scene(scene_rng("unit", 0, 3))
     assert classic.extents is None and classic == sample_scene(scene_rng("unit", 0, 3), wide=False)
+
+
+def test_a_size_bias_skews_the_wide_world_small_within_its_range():
+    """A training split's knob (``sample_wide_scene``'s ``size_bias``): the same draws, each object smaller or equal,
+    so the smallest band the probe measures (a tenth of the frame) is drawn several times as often."""
+    from caption_assets.world.scene import WIDE_HALF_EXTENT
+
+    lone = [[sample_scene(scene_rng("unit-bias", 0, i), wide=True, max_objects=1, size_bias=b) for i in range(600)] for b in (1.0, 3.0)]
+    what = lambda s: ([(o.shape, o.colour, o.position) for o in s.objects], s.background, s.word)  # noqa: E731
+    assert all(what(a) == what(b) for a, b in zip(*lone))  # only the extents (and so the size words) move
+    uniform, skewed = (np.array([s.extents[0] for s in scenes]) for scenes in lone)
+    assert (skewed <= uniform).all() and (skewed < uniform).mean() > 0.95
+    assert WIDE_HALF_EXTENT[0] <= skewed.min() and skewed.max() <= WIDE_HALF_EXTENT[1]
+    assert (skewed < 0.065).mean() > 3 * (uniform < 0.065).mean() > 0  # widths under 0.13 of the frame
+    assert sample_scene(scene_rng("unit", 0, 3), size_bias=3.0) == sample_scene(scene_rng("unit", 0, 3))  # the classic world has no extents
 
 
 def test_augmentations_keep_every_colour_name_and_slot():
@@ -208,6 +223,10 @@ def test_a_training_split_mixes_the_two_worlds_deterministically():
     assert 10 <= wide <= 30
     plain = render_split("unit-split", 40, px=32, workers=1)
     assert all(s.extents is None for s in plain.scenes)
+    skewed = render_split("unit-split", 40, px=32, wide_share=0.5, augmented=True, workers=1, size_bias=3.0)
+    for x, y in zip(a.scenes, skewed.scenes):  # the same scenes from the same worlds, the wide ones' objects smaller
+        assert (x.extents is None) == (y.extents is None) and [o.shape for o in x.objects] == [o.shape for o in y.objects]
+        assert x.extents is None or sum(y.extents) < sum(x.extents)
 
 
 def test_a_wide_crawl_draws_the_wide_world_with_the_same_truth_schema(tmp_path: Path):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from caption_assets.world.data import TRAIN, render_split
-from caption_assets.world.train_clip import TAGS, VISION_TOWERS, ClipTrainConfig, caption_tags, train_clip
+from caption_assets.world.train_clip import TAGS, VISION_TOWERS, ClipTrainConfig, caption_tags, train_clip, train_clip_staged
 
 
 @pytest.mark.parametrize("vision", sorted(VISION_TOWERS))
@@ -62,3 +62,22 @@ def test_caption_tags_are_what_the_caption_names():
     assert named[0] == {"red circle", "blue star", "circle", "star", "red", "blue"}  # not the background's green
     assert named[1] == set()
     assert named[2] == {"red circle", "circle", "red"}
+
+
+def test_a_later_stage_goes_on_from_the_saved_clip(tmp_path):
+    """``train_clip_staged``: stage 2 starts from the checkpoint stage 1 saved, not from a fresh initialisation; at
+    learning rate zero the weights it saves are the ones it loaded (fp16 both ways)."""
+    import shutil
+
+    tiny = replace(ClipTrainConfig(), steps=2, n_images=16, warmup=1, batch_size=8, tag_weight=1.0)
+    stages = (tiny, replace(tiny, lr=0.0, size_bias=2.0, seed=1))
+    out = tmp_path / "clip.pt"
+    assert list(train_clip_staged(out, stages[:1], log=lambda _: None)) == ["stage_1"]
+    shutil.copy(out, tmp_path / "first.pt")
+    reports = train_clip_staged(out, stages, start=1, log=lambda _: None)
+    assert list(reports) == ["stage_2"] and reports["stage_2"]["config"]["init_from"] == str(out)
+    train_clip(stages[1], tmp_path / "fresh.pt", log=lambda _: None)  # the same stage from a fresh initialisation
+    first, second, fresh = (torch.load(p, weights_only=False)["state_dict"] for p in (tmp_path / "first.pt", out, tmp_path / "fresh.pt"))
+    weights = [k for k, v in first.items() if v.is_floating_point() and "running" not in k]  # batch-norm statistics move in train mode
+    assert all(torch.equal(first[k], second[k]) for k in weights)
+    assert not all(torch.equal(first[k], fresh[k]) for k in weights)

@@ -49,12 +49,12 @@ def augment(im: Image.Image, rng: random.Random) -> Image.Image:
     return im
 
 
-def _one(args: tuple[str, int, int, int, int, float, bool]) -> tuple[Scene, np.ndarray]:
-    split, seed, index, px, max_objects, wide_share, augmented = args
+def _one(args: tuple[str, int, int, int, int, float, bool, float]) -> tuple[Scene, np.ndarray]:
+    split, seed, index, px, max_objects, wide_share, augmented, size_bias = args
     rng = scene_rng(split, seed, index)
     pick = random.Random(f"codec:{split}:{seed}:{index}")
     wide = wide_share > 0 and random.Random(f"wide:{split}:{seed}:{index}").random() < wide_share
-    scene = sample_scene(rng, max_objects=max_objects, wide=wide)
+    scene = sample_scene(rng, max_objects=max_objects, wide=wide, size_bias=size_bias)
     im = render(scene)
     if augmented:
         im = augment(im, pick)
@@ -64,10 +64,11 @@ def _one(args: tuple[str, int, int, int, int, float, bool]) -> tuple[Scene, np.n
 
 
 def render_split(split: str, n: int, *, seed: int = 0, px: int = 64, max_objects: int = 3, workers: int = 2,
-                 wide_share: float = 0.0, augmented: bool = False) -> Split:
-    """``n`` scenes of ``split`` rendered and resized to ``px``; deterministic for (split, seed, n, px, wide_share, augmented).
-    ``wide_share`` of them come from the wide world; ``augmented`` sends every image through ``augment``."""
-    jobs = [(split, seed, i, px, max_objects, wide_share, augmented) for i in range(n)]
+                 wide_share: float = 0.0, augmented: bool = False, size_bias: float = 1.0) -> Split:
+    """``n`` scenes of ``split`` rendered and resized to ``px``; deterministic for its arguments.
+    ``wide_share`` of them come from the wide world, their object sizes skewed small by ``size_bias``
+    (``sample_wide_scene``); ``augmented`` sends every image through ``augment``."""
+    jobs = [(split, seed, i, px, max_objects, wide_share, augmented, size_bias) for i in range(n)]
     if workers > 1 and n >= 256:
         with mp.get_context("fork").Pool(workers) as pool:
             rows = pool.map(_one, jobs, chunksize=64)

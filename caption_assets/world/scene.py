@@ -95,14 +95,16 @@ def scene_rng(split: str, seed: int, index: int) -> random.Random:
     return random.Random(f"world:{split}:{seed}:{index}")
 
 
-def sample_scene(rng: random.Random, *, word_rate: float = 0.25, side: int | None = None, max_objects: int = 3, wide: bool = False) -> Scene:
+def sample_scene(rng: random.Random, *, word_rate: float = 0.25, side: int | None = None, max_objects: int = 3, wide: bool = False,
+                 size_bias: float = 1.0) -> Scene:
     """Draw a scene: 1-3 objects in distinct slots, a background colour none of them has.
 
     ``wide``: objects from a tenth to three quarters of the frame wide, a layout that may contract towards the
-    centre, and three background textures (``sample_wide_scene``); the classic world draws two sizes."""
+    centre, and three background textures (``sample_wide_scene``, which ``size_bias`` goes to); the classic world
+    draws two sizes."""
     n = rng.choices([1, 2, 3], weights=[0.4, 0.35, 0.25])[0] if max_objects >= 3 else rng.randint(1, max_objects)
     if wide:
-        return sample_wide_scene(rng, n, word_rate=word_rate, side=side)
+        return sample_wide_scene(rng, n, word_rate=word_rate, side=side, size_bias=size_bias)
     slots = rng.sample(list(POSITIONS), n)
     objects = tuple(SceneObject(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SIZES), p) for p in slots)
     background = rng.choice([c for c in COLOURS if c not in {o.colour for o in objects}])
@@ -122,12 +124,16 @@ WORD_BAND = 0.12  # the printed word's corner band: 3% padding + a 7.5%-of-side 
 _GAP = 0.02  # free space kept between two objects' boxes and between a box and the frame, beyond the jitter
 
 
-def sample_wide_scene(rng: random.Random, n: int, *, word_rate: float = 0.25, side: int | None = None) -> Scene:
+def sample_wide_scene(rng: random.Random, n: int, *, word_rate: float = 0.25, side: int | None = None, size_bias: float = 1.0) -> Scene:
     """The wide world: each object's half-extent is drawn uniformly from what the frame and the objects already
     placed leave (boxes never overlap, Chebyshev distance between slot centres), within ``WIDE_HALF_EXTENT``.
     The layout contracts by 0.6-1.0 towards the centre (several objects: 0.55-1.0, which makes most of the
     smallest ones); a lone object sits in the centre half the time, where it may fill three quarters of the
-    frame. A printed word keeps the top and bottom bands (``WORD_BAND``) free of objects."""
+    frame. A printed word keeps the top and bottom bands (``WORD_BAND``) free of objects.
+
+    ``size_bias`` > 1 skews each half-extent towards the small end (``lo + (room - lo) * u ** size_bias``): a
+    training split's knob for the smallest objects, which the uniform draw makes rare (a lone object is under
+    0.13 of the frame one time in twenty). At 1 the draw, and so the world, is exactly the uniform one."""
     if side is None:
         side = rng.choice((96, 128, 160)) if rng.random() < 0.1 else rng.randrange(200, 513, 8)
     word = rng.choice(WORDS) if side >= 200 and rng.random() < word_rate else None
@@ -146,7 +152,8 @@ def sample_wide_scene(rng: random.Random, n: int, *, word_rate: float = 0.25, si
         for j, (ox, oy) in enumerate(centres):
             if j != i:  # objects still to come keep at least the smallest extent
                 room = min(room, max(abs(cx - ox), abs(cy - oy)) - 2 * WIDE_JITTER - _GAP - (extents[j] if j < i else lo))
-        extents.append(rng.uniform(lo, max(lo, min(hi, room))))
+        top = max(lo, min(hi, room))
+        extents.append(lo + (top - lo) * rng.random() ** size_bias)  # random.uniform's own formula at size_bias 1
     objects = tuple(SceneObject(rng.choice(SHAPES), rng.choice(list(COLOURS)), "large" if h >= LARGE_FROM else "small", p) for p, h in zip(slots, extents))
     background = rng.choice([c for c in COLOURS if c not in {o.colour for o in objects}])
     return Scene(objects, background, rng.random() < 0.4, side, word, rng.choice(WORD_CORNERS) if word else None, rng.getrandbits(31),

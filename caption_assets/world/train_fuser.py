@@ -29,7 +29,7 @@ from pathlib import Path
 from caption_assets.fusion import FusionInput, expert_facts, render_prompt
 from caption_assets.world.captions import BOILERPLATE, SEO, SITE_TEXTS, TEMPLATES, canonical, describe, hallucinated, names_every_object, paraphrase, partial, wrong_attribute
 from caption_assets.world.data import TEST, TRAIN, warmup_cosine
-from caption_assets.world.scene import COLOURS, POSITIONS, SHAPES, WORDS, Scene, sample_scene, scene_rng
+from caption_assets.world.scene import POSITIONS, SHAPES, WORDS, Scene, sample_scene, scene_rng
 
 USER, ASSISTANT, END, PAD = "<|user|>", "<|assistant|>", "<|end|>", "<|pad|>"
 CHAT_TEMPLATE = (
