@@ -15,12 +15,14 @@ import torch
 from caption_assets.degeneration import is_degenerate
 from caption_assets.world.models import CAPTIONER_FOLDER, CLIP_CHECKPOINT, FUSER_FOLDER
 
-# Floors under the shipped captioner's measures on these scenes (wide test split 0.94 on 120; probe 1.00, 1.00, 1.00,
-# 0.94 at widths 0.2-0.75 on 32 each, 0.81 at 0.1). The probe floor is issue 22's target itself. After four stages
-# it measured 0.87 and 1.00, 1.00, 1.00, 0.97 (0.62 at 0.1); before the tag-head stages 0.71 and 1.00, 1.00, 0.91,
-# 0.88; the captioner trained on the classic world alone got 0.12 and 0.00 at 0.5 and 0.75.
+# Floors under the shipped captioner's measures on these scenes (nine stages: wide test split 0.96 on 120; probe 1.00,
+# 1.00, 1.00, 0.94 at widths 0.2-0.75 on 64 each, 0.89 at 0.1). The probe floor is issue 22's target itself. After
+# seven stages it measured 0.94 and 1.00, 1.00, 1.00, 0.94 on 32 a width (0.81 at 0.1); after four 0.87 and 1.00,
+# 1.00, 1.00, 0.97 (0.62 at 0.1); before the tag-head stages 0.71 and 1.00, 1.00, 0.91, 0.88; the captioner trained on
+# the classic world alone got 0.12 and 0.00 at 0.5 and 0.75.
 WIDE_FLOOR = 0.9
 PROBE_FLOOR = 0.9
+PROBE_N = 64  # images a width: at 32 one image is 3 points, as much as the margin over a 0.9 floor
 
 
 @pytest.fixture(scope="module")
@@ -59,11 +61,11 @@ def test_clip_zero_shot_colour(clip_figures):
 
 
 def test_clip_zero_shot_shape_reaches_the_target(clip_figures):
-    assert clip_figures["zeroshot_shape_acc"] >= 0.9  # the shipped model measures 0.98 on 400 test images
+    assert clip_figures["zeroshot_shape_acc"] >= 0.9  # the shipped model measures 0.985 on 400 test images
 
 
 def test_clip_zero_shot_shape_in_the_wide_world(clip, zeroshot_prompts):
-    """Objects from a tenth to three quarters of the frame, textured backgrounds (held-out seeds; 0.93 on 400)."""
+    """Objects from a tenth to three quarters of the frame, textured backgrounds (held-out seeds; 0.975 on 400, 0.98 on these 200; 0.93 on 400 before the small-object stages)."""
     from caption_assets.world.evaluate import zeroshot_on_singles
 
     shape, colour = zeroshot_on_singles(*clip, zeroshot_prompts, 200, wide=True)
@@ -81,14 +83,16 @@ def _clip_probe_accuracy(clip, prompts: np.ndarray, width: float) -> tuple[float
 
 @pytest.mark.parametrize("width", [0.2, 0.35, 0.5, 0.75])
 def test_clip_tells_shapes_another_renderer_drew_at_any_scale(clip, zeroshot_prompts, width: float):
-    # issue 22's target; the shipped CLIP measures 0.97, 0.97, 0.91, 0.84 on these 32 a width (0.47 at 0.1), colour 1.00
+    # issue 22's target; the shipped CLIP measures 1.00, 0.94, 0.97, 0.89 on these 64 a width (0.72 at 0.1), colour 1.00
     shape, colour = _clip_probe_accuracy(clip, zeroshot_prompts, width)
     assert shape >= 0.8 and colour >= 0.9
 
 
-@pytest.mark.xfail(strict=True, reason="known miss (README, 'The world'): a shape a tenth of the frame wide is ~10 px at the CLIP's 96 px")
-def test_clip_tells_the_smallest_probe_shapes(clip, zeroshot_prompts):
-    assert _clip_probe_accuracy(clip, zeroshot_prompts, 0.1)[0] >= 0.8
+def test_clip_tells_most_of_the_smallest_probe_shapes(clip, zeroshot_prompts):
+    """A tenth of the frame (~10 px at 96 px): issue 22's target is 0.8 and the shipped CLIP is at it, not over it
+    (0.72 here, 0.75 and 0.81 on the bench's larger draws; README). A floor under that, so a regression shows; before
+    the small-object stages it measured 0.47."""
+    assert _clip_probe_accuracy(clip, zeroshot_prompts, 0.1)[0] >= 0.65
 
 
 def test_clip_separates_true_from_misaligned_and_wrong_attribute(clip_figures):
@@ -127,7 +131,7 @@ def _probe(width: float) -> tuple[list, list]:
     from bench.verdict_probe import draw_probe
     from caption_assets.world.scene import sample_scene
 
-    scenes = [sample_scene(random.Random(f"test-probe:{width}:{i}"), max_objects=1, word_rate=0.0) for i in range(32)]
+    scenes = [sample_scene(random.Random(f"test-probe:{width}:{i}"), max_objects=1, word_rate=0.0) for i in range(PROBE_N)]
     rng = np.random.default_rng(7)
     return scenes, [draw_probe(s, rng, width=width) for s in scenes]
 
@@ -145,9 +149,11 @@ def test_captioner_names_shapes_another_renderer_drew_at_any_scale(captioner, wi
     assert _probe_accuracy(captioner, width) >= PROBE_FLOOR
 
 
-@pytest.mark.xfail(strict=True, reason="known miss (README, 'The world'): a shape a tenth of the frame wide is ~10 px at the captioner's 96 px")
-def test_captioner_names_the_smallest_probe_shapes(captioner):
-    assert _probe_accuracy(captioner, 0.1) >= 0.9
+def test_captioner_names_most_of_the_smallest_probe_shapes(captioner):
+    """A tenth of the frame: issue 22's target is 0.9 and the shipped captioner misses it by a point or two (0.89 here
+    and on the bench's 160, 0.88 on 400 more; README). A floor under that, so a regression shows; after seven stages
+    it measured 0.81."""
+    assert _probe_accuracy(captioner, 0.1) >= 0.8
 
 
 def test_diverse_beam_candidates_are_distinct_and_well_formed(captioner_figures):
