@@ -15,7 +15,9 @@ import io
 import math
 import multiprocessing as mp
 import random
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -82,3 +84,16 @@ def warmup_cosine(opt, warmup: int, steps: int):
     import torch
 
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+
+
+def train_in_stages(name: str, train: Callable, out: Path, stages: tuple, start: int, log: Callable[[str], None]) -> dict:
+    """Run ``stages`` (train configs with ``init_from``) in order into ``out`` with ``train(cfg, out)``, each going on
+    from what the last one saved; ``start`` > 0 goes on from what is already at ``out``. Both demo vision models train
+    this way. Returns one report per stage run (``stage_1``, ...)."""
+    reports = {}
+    for i, cfg in enumerate(stages[start:], start=start):
+        if i > 0:
+            cfg = replace(cfg, init_from=str(out))
+        log(f"{name} stage {i + 1}/{len(stages)}: {cfg.steps} steps at lr {cfg.lr}, wide share {cfg.wide_share}, size bias {cfg.size_bias}, seed {cfg.seed}")
+        reports[f"stage_{i + 1}"] = train(cfg, out)
+    return reports

@@ -133,7 +133,7 @@ def sample_wide_scene(rng: random.Random, n: int, *, word_rate: float = 0.25, si
 
     ``size_bias`` > 1 skews each half-extent towards the small end (``lo + (room - lo) * u ** size_bias``): a
     training split's knob for the smallest objects, which the uniform draw makes rare (a lone object is under
-    0.13 of the frame one time in twenty). At 1 the draw, and so the world, is exactly the uniform one."""
+    0.13 of the frame one time in twelve). At 1 the draw, and so the world, is exactly the uniform one."""
     if side is None:
         side = rng.choice((96, 128, 160)) if rng.random() < 0.1 else rng.randrange(200, 513, 8)
     word = rng.choice(WORDS) if side >= 200 and rng.random() < word_rate else None

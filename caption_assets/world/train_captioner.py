@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from caption_assets.world.captions import NUMBER_WORDS, PLURAL, POSITION_PHRASE, TEMPLATES, describe
-from caption_assets.world.data import TRAIN, Split, render_split, warmup_cosine
+from caption_assets.world.data import TRAIN, Split, render_split, train_in_stages, warmup_cosine
 from caption_assets.world.scene import COLOURS, SHAPES, SIZES, Scene
 from caption_assets.world.train_clip import TAGS, caption_tags
 
@@ -178,14 +178,6 @@ def train_captioner(cfg: CaptionerTrainConfig, out: Path, log: Callable[[str], N
 
 def train_captioner_staged(out: Path, stages: tuple[CaptionerTrainConfig, ...] = CAPTIONER_STAGES, *, start: int = 0,
                            log: Callable[[str], None] = print) -> dict:
-    """Run ``stages`` in order into ``out``, each going on from the last; ``start`` > 0 goes on from the model
-    already in ``out`` (the stages before it were run). Returns one report per stage run."""
-    from dataclasses import replace
-
-    reports = {}
-    for i, cfg in enumerate(stages[start:], start=start):
-        if i > 0:
-            cfg = replace(cfg, init_from=str(out))
-        log(f"captioner stage {i + 1}/{len(stages)}: {cfg.steps} steps, wide share {cfg.wide_share}, seed {cfg.seed}")
-        reports[f"stage_{i + 1}"] = train_captioner(cfg, out, log=log)
-    return reports
+    """Run ``stages`` in order into ``out``, each going on from the last (``train_in_stages``); ``start`` > 0 goes on
+    from the model already in ``out``. Returns one report per stage run."""
+    return train_in_stages("captioner", lambda cfg, out: train_captioner(cfg, out, log=log), out, stages, start, log)

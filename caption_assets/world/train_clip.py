@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from caption_assets.clip_models import untrained_clip
 from caption_assets.world.captions import mentioned_objects, paraphrase, wrong_attribute
-from caption_assets.world.data import TRAIN, Split, render_split, warmup_cosine
+from caption_assets.world.data import TRAIN, Split, render_split, train_in_stages, warmup_cosine
 from caption_assets.world.scene import COLOURS, SHAPES
 
 WORLD_CLIP_NAME = "world-clip"
@@ -193,14 +193,6 @@ def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = pri
 
 def train_clip_staged(out: Path, stages: tuple[ClipTrainConfig, ...] = CLIP_STAGES, *, start: int = 0, log: Callable[[str], None] = print,
                       on_checkpoint: Callable[[torch.nn.Module, int], dict] | None = None) -> dict:
-    """Run ``stages`` in order into ``out``, each going on from the checkpoint the last one saved; ``start`` > 0 goes
-    on from the checkpoint already at ``out``. Returns one report per stage run (``stage_1``, ...)."""
-    from dataclasses import replace
-
-    reports = {}
-    for i, cfg in enumerate(stages[start:], start=start):
-        if i > 0:
-            cfg = replace(cfg, init_from=str(out))
-        log(f"clip stage {i + 1}/{len(stages)}: {cfg.steps} steps at lr {cfg.lr}, size bias {cfg.size_bias}, seed {cfg.seed}")
-        reports[f"stage_{i + 1}"] = train_clip(cfg, out, log=log, on_checkpoint=on_checkpoint)
-    return reports
+    """Run ``stages`` in order into ``out``, each going on from the checkpoint the last one saved (``train_in_stages``);
+    ``start`` > 0 goes on from the checkpoint already at ``out``. Returns one report per stage run."""
+    return train_in_stages("clip", lambda cfg, out: train_clip(cfg, out, log=log, on_checkpoint=on_checkpoint), out, stages, start, log)
