@@ -195,6 +195,35 @@ def test_a_size_bias_skews_the_wide_world_small_within_its_range():
     assert sample_scene(scene_rng("unit", 0, 3), size_bias=3.0) == sample_scene(scene_rng("unit", 0, 3))  # the classic world has no extents
 
 
+def test_varied_proportions_keep_each_shape_in_its_box():
+    """A training split's knob (``vary_proportions``): each shape drawn thinner or fatter than the world draws it,
+    still inside the object's box (so the wide world's no-overlap guarantee holds); circles and hearts are drawn as
+    the world draws them."""
+    from PIL import Image, ImageDraw
+
+    from caption_assets.world.scene import WORLD_PROPORTIONS, draw_shape, vary_proportions
+
+    def mask(shape: str, p) -> np.ndarray:
+        im = Image.new("L", (200, 200), 0)
+        draw_shape(ImageDraw.Draw(im), shape, 100, 100, 60, 255, p)
+        return np.asarray(im) > 0
+
+    varied = [vary_proportions(random.Random(i)) for i in range(30)]
+    assert len(set(varied)) == 30 and WORLD_PROPORTIONS not in varied
+    for shape in SHAPES:
+        world = mask(shape, WORLD_PROPORTIONS)
+        areas = []
+        for p in varied:
+            m = mask(shape, p)
+            ys, xs = np.nonzero(m)
+            assert xs.min() >= 39 and xs.max() <= 161 and ys.min() >= 39 and ys.max() <= 161, (shape, p)
+            areas.append(m.sum())
+        if shape in ("circle", "heart"):
+            assert set(areas) == {world.sum()}
+        else:  # thinner and fatter than the world's own
+            assert min(areas) < world.sum() < max(areas), shape
+
+
 def test_augmentations_keep_every_colour_name_and_slot():
     """Crop, blur, noise and JPEG q30 move pixels, never a colour across a colour name or an object out of its slot."""
     from scipy.ndimage import binary_erosion
@@ -227,6 +256,10 @@ def test_a_training_split_mixes_the_two_worlds_deterministically():
     for x, y in zip(a.scenes, skewed.scenes):  # the same scenes from the same worlds, the wide ones' objects smaller
         assert (x.extents is None) == (y.extents is None) and [o.shape for o in x.objects] == [o.shape for o in y.objects]
         assert x.extents is None or sum(y.extents) < sum(x.extents)
+    varied = render_split("unit-split", 40, px=32, wide_share=0.5, augmented=True, workers=1, proportion_share=1.0)
+    assert varied.scenes == a.scenes  # the same truth, other pixels wherever a shape has proportions to vary
+    for scene, x, y in zip(a.scenes, a.pixels, varied.pixels):
+        assert (x == y).all() == all(o.shape in ("circle", "heart") for o in scene.objects)
 
 
 def test_a_wide_crawl_draws_the_wide_world_with_the_same_truth_schema(tmp_path: Path):

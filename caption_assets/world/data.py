@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from caption_assets.world.scene import Scene, encode, render, sample_scene, scene_rng
+from caption_assets.world.scene import WORLD_PROPORTIONS, Scene, encode, render, sample_scene, scene_rng, vary_proportions
 
 # Disjoint seed spaces: a crawl uses split "crawl"; the models never see it.
 TRAIN, TEST = "train", "test"
@@ -51,13 +51,14 @@ def augment(im: Image.Image, rng: random.Random) -> Image.Image:
     return im
 
 
-def _one(args: tuple[str, int, int, int, int, float, bool, float]) -> tuple[Scene, np.ndarray]:
-    split, seed, index, px, max_objects, wide_share, augmented, size_bias = args
+def _one(args: tuple[str, int, int, int, int, float, bool, float, float]) -> tuple[Scene, np.ndarray]:
+    split, seed, index, px, max_objects, wide_share, augmented, size_bias, proportion_share = args
     rng = scene_rng(split, seed, index)
     pick = random.Random(f"codec:{split}:{seed}:{index}")
     wide = wide_share > 0 and random.Random(f"wide:{split}:{seed}:{index}").random() < wide_share
     scene = sample_scene(rng, max_objects=max_objects, wide=wide, size_bias=size_bias)
-    im = render(scene)
+    shapes = random.Random(f"proportions:{split}:{seed}:{index}")
+    im = render(scene, vary_proportions(shapes) if proportion_share > 0 and shapes.random() < proportion_share else WORLD_PROPORTIONS)
     if augmented:
         im = augment(im, pick)
     elif pick.random() < 0.8:
@@ -66,11 +67,12 @@ def _one(args: tuple[str, int, int, int, int, float, bool, float]) -> tuple[Scen
 
 
 def render_split(split: str, n: int, *, seed: int = 0, px: int = 64, max_objects: int = 3, workers: int = 2,
-                 wide_share: float = 0.0, augmented: bool = False, size_bias: float = 1.0) -> Split:
+                 wide_share: float = 0.0, augmented: bool = False, size_bias: float = 1.0, proportion_share: float = 0.0) -> Split:
     """``n`` scenes of ``split`` rendered and resized to ``px``; deterministic for its arguments.
     ``wide_share`` of them come from the wide world, their object sizes skewed small by ``size_bias``
-    (``sample_wide_scene``); ``augmented`` sends every image through ``augment``."""
-    jobs = [(split, seed, i, px, max_objects, wide_share, augmented, size_bias) for i in range(n)]
+    (``sample_wide_scene``); ``proportion_share`` of them draw their shapes in other proportions
+    (``vary_proportions``); ``augmented`` sends every image through ``augment``."""
+    jobs = [(split, seed, i, px, max_objects, wide_share, augmented, size_bias, proportion_share) for i in range(n)]
     if workers > 1 and n >= 256:
         with mp.get_context("fork").Pool(workers) as pool:
             rows = pool.map(_one, jobs, chunksize=64)
@@ -94,6 +96,7 @@ def train_in_stages(name: str, train: Callable, out: Path, stages: tuple, start:
     for i, cfg in enumerate(stages[start:], start=start):
         if i > 0:
             cfg = replace(cfg, init_from=str(out))
-        log(f"{name} stage {i + 1}/{len(stages)}: {cfg.steps} steps at lr {cfg.lr}, wide share {cfg.wide_share}, size bias {cfg.size_bias}, seed {cfg.seed}")
+        log(f"{name} stage {i + 1}/{len(stages)}: {cfg.steps} steps at lr {cfg.lr}, wide share {cfg.wide_share}, size bias {cfg.size_bias}, "
+            f"proportion share {cfg.proportion_share}, seed {cfg.seed}")
         reports[f"stage_{i + 1}"] = train(cfg, out)
     return reports

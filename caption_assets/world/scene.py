@@ -163,10 +163,36 @@ def sample_wide_scene(rng: random.Random, n: int, *, word_rate: float = 0.25, si
 # ----------------------------------------------------------------------------------------------- drawing
 
 
-def _star(cx: float, cy: float, r: float, points: int = 5) -> list[tuple[float, float]]:
+@dataclass(frozen=True)
+class Proportions:
+    """How this renderer proportions its shapes, as shares of the half-extent ``r``. The world always draws with the
+    defaults. A training split may draw each image with other ones (``vary_proportions``): another program's star is
+    a little thinner, its diamond a little wider, and a model that only ever saw these exact proportions reads a
+    tenth-of-the-frame star drawn elsewhere as a diamond (issue 22)."""
+
+    square: float = 0.85  # half-side
+    triangle_base: float = 0.8  # the base's height below the centre
+    star_inner: float = 0.45  # inner radius of the five-pointed star
+    cross_arm: float = 0.32  # half-thickness of each bar
+    ring_width: float = 0.32  # outline width
+    diamond_width: float = 0.7  # half-width (the half-height is r)
+
+
+def vary_proportions(rng: random.Random) -> Proportions:
+    """Proportions drawn around the world's, each within what its shape's name still fits (a star with deep or
+    shallow points, a thin or thick cross, a narrow or wide diamond; never one shape's proportions turned into
+    another's)."""
+    return Proportions(square=rng.uniform(0.75, 0.95), triangle_base=rng.uniform(0.65, 0.95), star_inner=rng.uniform(0.35, 0.55),
+                       cross_arm=rng.uniform(0.22, 0.42), ring_width=rng.uniform(0.22, 0.45), diamond_width=rng.uniform(0.55, 0.85))
+
+
+WORLD_PROPORTIONS = Proportions()
+
+
+def _star(cx: float, cy: float, r: float, points: int = 5, inner: float = 0.45) -> list[tuple[float, float]]:
     out = []
     for i in range(points * 2):
-        rad = r if i % 2 == 0 else r * 0.45
+        rad = r if i % 2 == 0 else r * inner
         a = -math.pi / 2 + i * math.pi / points
         out.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
     return out
@@ -182,26 +208,27 @@ def _heart(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return pts
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, int, int] | int) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, int, int] | int,
+               p: Proportions = WORLD_PROPORTIONS) -> None:
     """Draw one shape whose bounding box is about ``2r`` wide, centred on (cx, cy)."""
     box = (cx - r, cy - r, cx + r, cy + r)
     if shape == "circle":
         draw.ellipse(box, fill=fill)
     elif shape == "square":
-        s = r * 0.85
+        s = r * p.square
         draw.rectangle((cx - s, cy - s, cx + s, cy + s), fill=fill)
     elif shape == "triangle":
-        draw.polygon([(cx, cy - r), (cx + r, cy + r * 0.8), (cx - r, cy + r * 0.8)], fill=fill)
+        draw.polygon([(cx, cy - r), (cx + r, cy + r * p.triangle_base), (cx - r, cy + r * p.triangle_base)], fill=fill)
     elif shape == "star":
-        draw.polygon(_star(cx, cy, r), fill=fill)
+        draw.polygon(_star(cx, cy, r, inner=p.star_inner), fill=fill)
     elif shape == "cross":
-        t = r * 0.32
+        t = r * p.cross_arm
         draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
         draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
     elif shape == "ring":
-        draw.ellipse(box, outline=fill, width=max(2, int(round(r * 0.32))))
+        draw.ellipse(box, outline=fill, width=max(2, int(round(r * p.ring_width))))
     elif shape == "diamond":
-        draw.polygon([(cx, cy - r), (cx + r * 0.7, cy), (cx, cy + r), (cx - r * 0.7, cy)], fill=fill)
+        draw.polygon([(cx, cy - r), (cx + r * p.diamond_width, cy), (cx, cy + r), (cx - r * p.diamond_width, cy)], fill=fill)
     elif shape == "heart":
         draw.polygon(_heart(cx, cy, r), fill=fill)
     else:
@@ -251,8 +278,9 @@ def _texture(scene: Scene, s: int) -> np.ndarray:
     return stripes[..., None] + nrng.integers(-8, 9, size=(s, s, 1), dtype=np.int16)
 
 
-def render(scene: Scene) -> Image.Image:
-    """The scene as an RGB image (objects never overlap: slots are far enough apart)."""
+def render(scene: Scene, proportions: Proportions = WORLD_PROPORTIONS) -> Image.Image:
+    """The scene as an RGB image (objects never overlap: slots are far enough apart). ``proportions``: a training
+    split's knob (``vary_proportions``); the world renders with its own."""
     rng = random.Random(scene.seed ^ 0x5EED)
     s = scene.side
     bg = _shade(rng, COLOURS[scene.background], 10)
@@ -262,7 +290,7 @@ def render(scene: Scene) -> Image.Image:
         im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(im)
     for o, cx, cy, r in object_geometry(scene):
-        draw_shape(draw, o.shape, cx, cy, r, _shade(rng, COLOURS[o.colour], 12 if scene.extents is None else 20))
+        draw_shape(draw, o.shape, cx, cy, r, _shade(rng, COLOURS[o.colour], 12 if scene.extents is None else 20), proportions)
     if scene.word:
         size = max(12, int(s * 0.075))
         f = font(size)

@@ -41,6 +41,7 @@ class CaptionerTrainConfig:
     augmented: bool = True
     init_from: str = ""  # a saved captioner to go on training (a later stage of ``CAPTIONER_STAGES``)
     size_bias: float = 1.0  # > 1 skews the wide scenes' objects small (``sample_wide_scene``)
+    proportion_share: float = 0.0  # share of images whose shapes are drawn in other proportions (``vary_proportions``)
     # Tag2Text-style tags, as the CLIP trains with (``train_clip.caption_tags``): a linear head on the mean of the
     # encoder's last hidden states predicts the (colour, shape) tags of the target caption, weighted so; the
     # head is not saved. It puts a direct "which shape" signal on the encoder instead of one token in forty.
@@ -116,7 +117,7 @@ def train_captioner(cfg: CaptionerTrainConfig, out: Path, log: Callable[[str], N
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     data = data or render_split(TRAIN, cfg.n_images, seed=cfg.seed, px=cfg.image_size, wide_share=cfg.wide_share, augmented=cfg.augmented,
-                                size_bias=cfg.size_bias)
+                                size_bias=cfg.size_bias, proportion_share=cfg.proportion_share)
     t_render = time.perf_counter() - t0
     tokenizer = build_tokenizer()
     if cfg.init_from:

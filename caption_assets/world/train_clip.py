@@ -65,6 +65,7 @@ class ClipTrainConfig:
     # scenes skew small (``size_bias``, see ``sample_wide_scene``).
     init_from: str = ""
     size_bias: float = 1.0
+    proportion_share: float = 0.0  # share of images whose shapes are drawn in other proportions (``vary_proportions``)
     seed: int = 0
 
     @property
@@ -135,7 +136,8 @@ def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = pri
     t0 = time.perf_counter()
     model_config = cfg.model_config
     px = model_config["vision_cfg"]["image_size"]
-    data = data or render_split(TRAIN, cfg.n_images, seed=cfg.seed, px=px, wide_share=cfg.wide_share, augmented=cfg.augmented, size_bias=cfg.size_bias)
+    data = data or render_split(TRAIN, cfg.n_images, seed=cfg.seed, px=px, wide_share=cfg.wide_share, augmented=cfg.augmented, size_bias=cfg.size_bias,
+                               proportion_share=cfg.proportion_share)
     t_render = time.perf_counter() - t0
     # The architecture travels as open_clip model-config JSON beside the checkpoint, named like it.
     out.parent.mkdir(parents=True, exist_ok=True)
