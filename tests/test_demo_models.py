@@ -15,8 +15,9 @@ import torch
 from caption_assets.degeneration import is_degenerate
 from caption_assets.world.models import CAPTIONER_FOLDER, CLIP_CHECKPOINT, FUSER_FOLDER
 
-# Floors under the shipped captioner's measures on these scenes (nine stages: wide test split 0.96 on 120; probe 1.00,
-# 1.00, 1.00, 0.94 at widths 0.2-0.75 on 64 each, 0.89 at 0.1). The probe floor is issue 22's target itself. After
+# Floors under the shipped captioner's measures on these scenes (eleven stages: wide test split 0.975 on 120; probe
+# 0.95, 1.00, 1.00, 0.98, 1.00 at widths 0.1-0.75 on 64 each). The probe floor is issue 22's target itself. After nine
+# stages it measured 0.96 and 1.00, 1.00, 1.00, 0.94 (0.89 at 0.1, under the target); after
 # seven stages it measured 0.94 and 1.00, 1.00, 1.00, 0.94 on 32 a width (0.81 at 0.1); after four 0.87 and 1.00,
 # 1.00, 1.00, 0.97 (0.62 at 0.1); before the tag-head stages 0.71 and 1.00, 1.00, 0.91, 0.88; the captioner trained on
 # the classic world alone got 0.12 and 0.00 at 0.5 and 0.75.
@@ -61,11 +62,11 @@ def test_clip_zero_shot_colour(clip_figures):
 
 
 def test_clip_zero_shot_shape_reaches_the_target(clip_figures):
-    assert clip_figures["zeroshot_shape_acc"] >= 0.9  # the shipped model measures 0.985 on 400 test images
+    assert clip_figures["zeroshot_shape_acc"] >= 0.9  # the shipped model measures 0.993 on 400 test images
 
 
 def test_clip_zero_shot_shape_in_the_wide_world(clip, zeroshot_prompts):
-    """Objects from a tenth to three quarters of the frame, textured backgrounds (held-out seeds; 0.975 on 400, 0.98 on these 200; 0.93 on 400 before the small-object stages)."""
+    """Objects from a tenth to three quarters of the frame, textured backgrounds (held-out seeds; 0.985 on 400, 0.99 on these 200; 0.93 on 400 before the small-object stages)."""
     from caption_assets.world.evaluate import zeroshot_on_singles
 
     shape, colour = zeroshot_on_singles(*clip, zeroshot_prompts, 200, wide=True)
@@ -83,16 +84,17 @@ def _clip_probe_accuracy(clip, prompts: np.ndarray, width: float) -> tuple[float
 
 @pytest.mark.parametrize("width", [0.2, 0.35, 0.5, 0.75])
 def test_clip_tells_shapes_another_renderer_drew_at_any_scale(clip, zeroshot_prompts, width: float):
-    # issue 22's target; the shipped CLIP measures 1.00, 0.94, 0.97, 0.89 on these 64 a width (0.72 at 0.1), colour 1.00
+    # issue 22's target; the shipped CLIP measures 1.00, 0.98, 0.98, 0.94 on these 64 a width (0.81 at 0.1), colour >= 0.98
     shape, colour = _clip_probe_accuracy(clip, zeroshot_prompts, width)
     assert shape >= 0.8 and colour >= 0.9
 
 
 def test_clip_tells_most_of_the_smallest_probe_shapes(clip, zeroshot_prompts):
-    """A tenth of the frame (~10 px at 96 px): issue 22's target is 0.8 and the shipped CLIP is at it, not over it
-    (0.72 here, 0.75 and 0.81 on the bench's larger draws; README). A floor under that, so a regression shows; before
-    the small-object stages it measured 0.47."""
-    assert _clip_probe_accuracy(clip, zeroshot_prompts, 0.1)[0] >= 0.65
+    """A tenth of the frame (~10 px at 96 px): issue 22's target is 0.8, and the shipped CLIP meets it by one image
+    here (0.81: 52 of 64) and by four to five points on the bench's larger draws (0.84 on 160, 0.85 on 400; README).
+    A floor a few images under that, so a regression shows without one image's luck failing the suite; after three
+    stages it measured 0.72, before the small-object stages 0.47."""
+    assert _clip_probe_accuracy(clip, zeroshot_prompts, 0.1)[0] >= 0.75
 
 
 def test_clip_separates_true_from_misaligned_and_wrong_attribute(clip_figures):
@@ -144,16 +146,11 @@ def _probe_accuracy(captioner, width: float) -> float:
     return float(np.mean([names_every_object(c, s.objects) for c, s in zip(caps, scenes)]))
 
 
-@pytest.mark.parametrize("width", [0.2, 0.35, 0.5, 0.75])
+@pytest.mark.parametrize("width", [0.1, 0.2, 0.35, 0.5, 0.75])
 def test_captioner_names_shapes_another_renderer_drew_at_any_scale(captioner, width: float):
+    # at a tenth of the frame (~10 px at 96 px) the shipped captioner measures 0.95 here, 0.91 on the bench's 160 and
+    # 0.92 on 400 more (README); after nine stages 0.89, after seven 0.81
     assert _probe_accuracy(captioner, width) >= PROBE_FLOOR
-
-
-def test_captioner_names_most_of_the_smallest_probe_shapes(captioner):
-    """A tenth of the frame: issue 22's target is 0.9 and the shipped captioner misses it by a point or two (0.89 here
-    and on the bench's 160, 0.88 on 400 more; README). A floor under that, so a regression shows; after seven stages
-    it measured 0.81."""
-    assert _probe_accuracy(captioner, 0.1) >= 0.8
 
 
 def test_diverse_beam_candidates_are_distinct_and_well_formed(captioner_figures):

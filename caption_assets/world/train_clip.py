@@ -73,14 +73,17 @@ class ClipTrainConfig:
         return {**WORLD_CLIP_CONFIG, "vision_cfg": VISION_TOWERS[self.vision]}
 
 
-# The shipped recipe: the ResNet + tag-head run above, then two stages that go on from it at falling rates on fresh
+# The shipped recipe: the ResNet + tag-head run above, then stages that go on from it at falling rates on fresh
 # splits (other seeds) whose wide scenes skew small (``size_bias`` 2, then 3: a lone object under 0.13 of the frame
 # one time in four, then two in five, instead of one in twelve), for the tenth-of-the-frame objects the first stage
-# rarely saw alone. They took the out-of-renderer probe at a tenth of the frame from 0.48 to 0.64, then 0.75 (README).
+# rarely saw alone; the last one also draws half its images' shapes in other proportions (``vary_proportions``).
+# They took the out-of-renderer probe at a tenth of the frame from 0.48 to 0.64, 0.75, 0.79 and 0.84 (README).
 CLIP_STAGES = (
     ClipTrainConfig(),
     ClipTrainConfig(steps=3000, lr=5e-4, warmup=100, size_bias=2.0, seed=1),
     ClipTrainConfig(steps=3000, lr=3e-4, warmup=100, size_bias=3.0, seed=2),
+    ClipTrainConfig(steps=3000, lr=2e-4, warmup=100, size_bias=3.0, seed=3),
+    ClipTrainConfig(steps=3000, lr=2e-4, warmup=100, size_bias=3.0, proportion_share=0.5, seed=4),
 )
 
 
