@@ -189,7 +189,7 @@ def vary_proportions(rng: random.Random) -> Proportions:
 WORLD_PROPORTIONS = Proportions()
 
 
-def _star(cx: float, cy: float, r: float, points: int = 5, inner: float = 0.45) -> list[tuple[float, float]]:
+def _star(cx: float, cy: float, r: float, points: int = 5, inner: float = WORLD_PROPORTIONS.star_inner) -> list[tuple[float, float]]:
     out = []
     for i in range(points * 2):
         rad = r if i % 2 == 0 else r * inner
