@@ -48,7 +48,7 @@ def draw_matplotlib(scene, rng: np.random.Generator, width: float, side: int = 1
     from matplotlib.transforms import Affine2D
     from scipy.ndimage import gaussian_filter
 
-    from caption_assets.world.scene import COLOURS
+    from caption_assets.world.scene import COLOURS, encode
 
     jitter = lambda rgb: np.clip(np.array(rgb, float) + rng.integers(-20, 21, 3), 0, 255) / 255  # noqa: E731
     blotches = gaussian_filter(rng.normal(0, 1, (side, side)), sigma=side / 24)
@@ -71,6 +71,4 @@ def draw_matplotlib(scene, rng: np.random.Generator, width: float, side: int = 1
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     im = Image.open(buf).convert("RGB").resize((side, side))
-    out = io.BytesIO()
-    im.save(out, "JPEG", quality=int(rng.integers(60, 91)))
-    return Image.open(io.BytesIO(out.getvalue())).convert("RGB")
+    return Image.open(io.BytesIO(encode(im, "JPEG", quality=int(rng.integers(60, 91))))).convert("RGB")

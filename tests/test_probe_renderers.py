@@ -19,7 +19,7 @@ def _renderers():
     from bench.mpl_probe import draw_matplotlib
     from bench.verdict_probe import draw_probe
 
-    return {"skimage": lambda s, rng, w: draw_probe(s, rng, width=w), "matplotlib": draw_matplotlib}
+    return {"skimage": draw_probe, "matplotlib": draw_matplotlib}
 
 
 @pytest.mark.parametrize("renderer", ["skimage", "matplotlib"])
@@ -32,7 +32,7 @@ def test_a_probe_renderer_draws_one_centred_object_at_the_asked_width(renderer: 
         colour = list(COLOURS)[i]
         background = list(COLOURS)[(i + 3) % len(COLOURS)]
         scene = replace(base, objects=(replace(base.objects[0], shape=shape, colour=colour),), background=background)
-        px = np.asarray(draw(scene, rng, width), dtype=np.float64)
+        px = np.asarray(draw(scene, rng, width=width), dtype=np.float64)
         assert px.shape == (192, 192, 3)
         bg = np.array(COLOURS[background], float)
         ink = np.abs(px - bg).max(axis=2) > 60  # far from the background: the object (and not the texture or JPEG)
