@@ -1,10 +1,11 @@
 """The demo models on shapes the world did not draw, at several scales (issue 22's probe).
 
-    python bench/probe_models.py [--per-scale 48] [--models data/demo_models] [--renderer skimage|matplotlib]
+    python bench/probe_models.py [--per-scale 48] [--models data/demo_models] [--renderer skimage|matplotlib|sdf]
 
 One shape, centred, drawn by ``bench/verdict_probe.py``'s scikit-image renderer (anti-aliased, speckled
 background, jittered colours, JPEG q75), or by ``bench/mpl_probe.py``'s matplotlib markers (their own
-proportions, blotched background, JPEG 60-90), at widths from a tenth to three quarters of the frame. For each
+proportions, blotched background, JPEG 60-90), or by ``bench/sdf_probe.py``'s distance fields (proportions drawn
+per image, turned up to 10 degrees, uneven light, WebP 50-90), at widths from a tenth to three quarters of the frame. For each
 width: how often the world-captioner's greedy caption names the shape and the colour right (and nothing
 more), and the world-clip's zero-shot shape and colour accuracy (the prompt ensembles of ``world/evaluate.py``).
 Both models are loaded by the product's loaders from ``data/demo_models``.
@@ -29,11 +30,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-scale", type=int, default=48)
     ap.add_argument("--models", type=Path, default=ROOT / "data" / "demo_models", help="a folder written by scripts/train_demo_models.py")
-    ap.add_argument("--renderer", choices=("skimage", "matplotlib"), default="skimage")
+    ap.add_argument("--renderer", choices=("skimage", "matplotlib", "sdf"), default="skimage")
     args = ap.parse_args()
     import torch
 
     from bench.mpl_probe import draw_matplotlib
+    from bench.sdf_probe import draw_sdf
     from bench.verdict_probe import draw_probe
     from caption_assets.world.captions import names_every_object
     from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, _clip_embed, zeroshot_accuracy
@@ -46,7 +48,7 @@ def main() -> None:
     captioner.load()
     _, prompts = _clip_embed(model, preprocess, tokenizer, [], ZEROSHOT_PROMPTS)
     rng = np.random.default_rng(22)
-    draw = draw_probe if args.renderer == "skimage" else draw_matplotlib
+    draw = {"skimage": draw_probe, "matplotlib": draw_matplotlib, "sdf": draw_sdf}[args.renderer]
     print(f"{'width':>6} {'captioner':>10} {'clip shape':>11} {'clip colour':>12}   (n={args.per_scale} per width; chance: shape 1/8, colour 1/8)")
     for width in WIDTHS:
         scenes = [sample_scene(random.Random(f"probe-models:{width}:{i}"), max_objects=1, word_rate=0.0) for i in range(args.per_scale)]

@@ -1,4 +1,4 @@
-"""The scale probe's two renderers draw what their scene says: the object's colour, centred, at the asked width.
+"""The scale probe's three renderers draw what their scene says: the object's colour, centred, at the asked width.
 
 The probes measure the demo models off the world's renderer (``bench/probe_models.py``); a renderer that drew the
 wrong size or colour would make every figure there wrong while looking like a model's fault.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -17,12 +18,14 @@ from caption_assets.world.scene import COLOURS, SHAPES, nearest_colour, sample_s
 
 def _renderers():
     from bench.mpl_probe import draw_matplotlib
+    from bench.sdf_probe import draw_sdf
     from bench.verdict_probe import draw_probe
 
-    return {"skimage": draw_probe, "matplotlib": draw_matplotlib}
+    # the distance fields turn a shape by up to 10 degrees, which widens its box; the width is asked of the unturned one
+    return {"skimage": draw_probe, "matplotlib": draw_matplotlib, "sdf": partial(draw_sdf, tilt=0.0)}
 
 
-@pytest.mark.parametrize("renderer", ["skimage", "matplotlib"])
+@pytest.mark.parametrize("renderer", ["skimage", "matplotlib", "sdf"])
 @pytest.mark.parametrize("width", [0.1, 0.35, 0.75])
 def test_a_probe_renderer_draws_one_centred_object_at_the_asked_width(renderer: str, width: float):
     draw = _renderers()[renderer]
@@ -47,3 +50,22 @@ def test_a_probe_renderer_draws_one_centred_object_at_the_asked_width(renderer: 
         assert core.sum() >= 0.3 * ink.sum(), (renderer, shape)  # the rest: anti-aliased edges
         assert nearest_colour(np.median(px[core], axis=0)) == colour
         assert nearest_colour(np.median(px[~ink], axis=0)) == background
+
+
+def test_the_distance_field_renderer_turns_and_reproportions_its_shapes():
+    """Each draw has its own proportions (a diamond from 0.6 to 1.0 as wide as it is tall, never wider) and its own turn
+    (a square's box is wider than its side once it is turned)."""
+    from bench.sdf_probe import draw_sdf
+
+    base = sample_scene(random.Random(3), max_objects=1, word_rate=0.0)
+    scene = replace(base, objects=(replace(base.objects[0], shape="diamond", colour="white"),), background="black")
+    widths = []
+    for seed in range(12):
+        ink = np.asarray(draw_sdf(scene, np.random.default_rng(seed), width=0.6, tilt=0.0), dtype=np.float64).max(axis=2) > 135
+        ys, xs = np.nonzero(ink)
+        widths.append((xs.max() - xs.min() + 1) / (ys.max() - ys.min() + 1))
+    assert 0.55 <= min(widths) < 0.75 and 0.85 < max(widths) <= 1.05, widths
+    square = replace(scene, objects=(replace(scene.objects[0], shape="square"),))
+    turned = [np.asarray(draw_sdf(square, np.random.default_rng(seed), width=0.6), dtype=np.float64).max(axis=2) > 135 for seed in range(6)]
+    boxes = [(np.nonzero(t)[1].max() - np.nonzero(t)[1].min() + 1) for t in turned]
+    assert max(boxes) > 0.6 * 192 * 1.05  # a square turned by more than ~3 degrees has a wider box than its side
