@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
 from pathlib import Path
@@ -146,11 +147,12 @@ def _object_box(mask: np.ndarray, side: int) -> tuple[float, float, float, float
     return xs.min() / side, ys.min() / side, (xs.max() + 1) / side, (ys.max() + 1) / side
 
 
-@pytest.mark.parametrize(("index", "size_bias"), [(i, 1.0) for i in range(60)] + [(i, 3.0) for i in range(20)])
-def test_wide_scenes_are_drawn_as_their_truth_says(index: int, size_bias: float):
+@pytest.mark.parametrize(("index", "size_bias", "reach"), [(i, 1.0, 0.375) for i in range(60)] + [(i, 3.0, 0.375) for i in range(20)]
+                         + [(i, 0.5, 0.42) for i in range(20)])
+def test_wide_scenes_are_drawn_as_their_truth_says(index: int, size_bias: float, reach: float):
     from caption_assets.world.scene import LARGE_FROM, WORD_BAND, slot_centre
 
-    scene = sample_scene(scene_rng("unit-wide", 0, index), wide=True, word_rate=0.5, size_bias=size_bias)
+    scene = sample_scene(scene_rng("unit-wide", 0, index), wide=True, word_rate=0.5, size_bias=size_bias, max_half_extent=reach)
     pixels = np.asarray(render(scene), dtype=np.float64)
     union = np.zeros((scene.side, scene.side), bool)
     for obj, half, mask in zip(scene.objects, scene.extents, object_masks(scene)):
@@ -195,21 +197,24 @@ def test_a_size_bias_skews_the_wide_world_small_within_its_range():
     assert sample_scene(scene_rng("unit", 0, 3), size_bias=3.0) == sample_scene(scene_rng("unit", 0, 3))  # the classic world has no extents
 
 
-def test_varied_proportions_keep_each_shape_in_its_box():
-    """A training split's knob (``vary_proportions``): each shape drawn thinner or fatter than the world draws it,
-    still inside the object's box (so the wide world's no-overlap guarantee holds); circles and hearts are drawn as
-    the world draws them."""
+@pytest.mark.parametrize("variation", ["proportions", "turned"])
+def test_varied_proportions_keep_each_shape_in_its_box(variation: str):
+    """A training split's knob (``vary_proportions``): each shape drawn thinner or fatter than the world draws it, and
+    with "turned" also turned by up to 15 degrees, still inside the object's box (so the wide world's no-overlap
+    guarantee holds); circles, and unturned hearts, are drawn as the world draws them."""
     from PIL import Image, ImageDraw
 
-    from caption_assets.world.scene import WORLD_PROPORTIONS, draw_shape, vary_proportions
+    from caption_assets.world.scene import VARIATIONS, WORLD_PROPORTIONS, draw_shape, vary_proportions
 
     def mask(shape: str, p) -> np.ndarray:
         im = Image.new("L", (200, 200), 0)
         draw_shape(ImageDraw.Draw(im), shape, 100, 100, 60, 255, p)
         return np.asarray(im) > 0
 
-    varied = [vary_proportions(random.Random(i)) for i in range(30)]
+    varied = [vary_proportions(random.Random(i), VARIATIONS[variation]) for i in range(30)]
     assert len(set(varied)) == 30 and WORLD_PROPORTIONS not in varied
+    tilts = np.array([p.tilt for p in varied])
+    assert (tilts == 0).all() if variation == "proportions" else (tilts.min() < -8 and tilts.max() > 8 and np.abs(tilts).max() <= 15)
     for shape in SHAPES:
         world = mask(shape, WORLD_PROPORTIONS)
         areas = []
@@ -218,10 +223,13 @@ def test_varied_proportions_keep_each_shape_in_its_box():
             ys, xs = np.nonzero(m)
             assert xs.min() >= 39 and xs.max() <= 161 and ys.min() >= 39 and ys.max() <= 161, (shape, p)
             areas.append(m.sum())
-        if shape in ("circle", "heart"):
+        if shape == "circle" or (shape == "heart" and variation == "proportions"):
             assert set(areas) == {world.sum()}
-        else:  # thinner and fatter than the world's own
+        elif shape != "heart":  # thinner and fatter than the world's own
             assert min(areas) < world.sum() < max(areas), shape
+    if variation == "turned":  # a square may fill its whole box, a diamond be as wide as it is tall
+        widest = lambda shape: max(np.ptp(np.nonzero(mask(shape, dataclasses.replace(p, tilt=0.0)))[1]) for p in varied)  # noqa: E731
+        assert widest("square") > 0.97 * 120 and widest("diamond") > 0.92 * 120
 
 
 def test_augmentations_keep_every_colour_name_and_slot():
@@ -260,6 +268,24 @@ def test_a_training_split_mixes_the_two_worlds_deterministically():
     assert varied.scenes == a.scenes  # the same truth, other pixels wherever a shape has proportions to vary
     for scene, x, y in zip(a.scenes, a.pixels, varied.pixels):
         assert (x == y).all() == all(o.shape in ("circle", "heart") for o in scene.objects)
+    turned = render_split("unit-split", 40, px=32, wide_share=0.5, augmented=True, workers=1, proportion_share=1.0, variation="turned")
+    assert turned.scenes == a.scenes  # a heart turns, a circle alone still looks the same
+    for scene, x, y in zip(a.scenes, a.pixels, turned.pixels):
+        assert (x == y).all() == all(o.shape == "circle" for o in scene.objects)
+    mixed = render_split("unit-split", 40, px=32, wide_share=0.5, augmented=True, workers=1, size_bias=(3.0, 0.5), max_half_extent=0.42)
+    moved = [(sum(y.extents) < sum(x.extents), sum(y.extents) > sum(x.extents)) for x, y in zip(a.scenes, mixed.scenes) if x.extents]
+    assert any(m[0] for m in moved) and any(m[1] for m in moved)  # each wide scene skewed one way or the other
+
+
+def test_a_training_split_may_draw_objects_wider_than_the_world_does():
+    """``max_half_extent`` (a training split's knob): a lone centred object up to 0.84 of the frame, so that three
+    quarters of the frame is inside what a model saw, with the wide world's guarantees kept (inside the frame, no
+    overlap: ``test_wide_scenes_are_drawn_as_their_truth_says`` runs it too)."""
+    scenes = [sample_scene(scene_rng("unit-reach", 0, i), wide=True, max_objects=1, size_bias=0.5, max_half_extent=0.42) for i in range(300)]
+    widths = np.array([2 * s.extents[0] for s in scenes])
+    assert 0.75 < widths.max() <= 0.84 and (widths > 0.75).sum() >= 10
+    world = [sample_scene(scene_rng("unit-reach", 0, i), wide=True, max_objects=1, size_bias=0.5) for i in range(300)]
+    assert max(2 * s.extents[0] for s in world) <= 0.75
 
 
 def test_a_wide_crawl_draws_the_wide_world_with_the_same_truth_schema(tmp_path: Path):

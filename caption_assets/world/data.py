@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from caption_assets.world.scene import WORLD_PROPORTIONS, Scene, encode, render, sample_scene, scene_rng, vary_proportions
+from caption_assets.world.scene import (VARIATIONS, WIDE_HALF_EXTENT, WORLD_PROPORTIONS, Scene, encode, render, sample_scene, scene_rng,
+                                        vary_proportions)
 
 # Disjoint seed spaces: a crawl uses split "crawl"; the models never see it.
 TRAIN, TEST = "train", "test"
@@ -51,15 +52,30 @@ def augment(im: Image.Image, rng: random.Random) -> Image.Image:
     return im
 
 
-def _one(args: tuple[str, int, int, int, int, float, bool, float, float]) -> tuple[Scene, np.ndarray]:
-    split, seed, index, px, max_objects, wide_share, augmented, size_bias, proportion_share = args
+@dataclass(frozen=True)
+class Draws:
+    """How a split draws its scenes and pictures beyond the world's own way (a training split's knobs; see
+    ``render_split``). The defaults draw the world."""
+
+    wide_share: float = 0.0
+    augmented: bool = False
+    size_bias: float | tuple[float, ...] = 1.0  # a tuple: each wide scene takes one of them
+    proportion_share: float = 0.0
+    variation: str = "proportions"  # a key of ``VARIATIONS``
+    max_half_extent: float = WIDE_HALF_EXTENT[1]
+
+
+def _one(args: tuple[str, int, int, int, int, Draws]) -> tuple[Scene, np.ndarray]:
+    split, seed, index, px, max_objects, d = args
     rng = scene_rng(split, seed, index)
     pick = random.Random(f"codec:{split}:{seed}:{index}")
-    wide = wide_share > 0 and random.Random(f"wide:{split}:{seed}:{index}").random() < wide_share
-    scene = sample_scene(rng, max_objects=max_objects, wide=wide, size_bias=size_bias)
+    wide = d.wide_share > 0 and random.Random(f"wide:{split}:{seed}:{index}").random() < d.wide_share
+    bias = d.size_bias if isinstance(d.size_bias, (int, float)) else random.Random(f"bias:{split}:{seed}:{index}").choice(d.size_bias)
+    scene = sample_scene(rng, max_objects=max_objects, wide=wide, size_bias=bias, max_half_extent=d.max_half_extent)
     shapes = random.Random(f"proportions:{split}:{seed}:{index}")
-    im = render(scene, vary_proportions(shapes) if proportion_share > 0 and shapes.random() < proportion_share else WORLD_PROPORTIONS)
-    if augmented:
+    varied = d.proportion_share > 0 and shapes.random() < d.proportion_share
+    im = render(scene, vary_proportions(shapes, VARIATIONS[d.variation]) if varied else WORLD_PROPORTIONS)
+    if d.augmented:
         im = augment(im, pick)
     elif pick.random() < 0.8:
         im = Image.open(io.BytesIO(encode(im, "JPEG", quality=pick.randint(60, 95)))).convert("RGB")
@@ -67,12 +83,15 @@ def _one(args: tuple[str, int, int, int, int, float, bool, float, float]) -> tup
 
 
 def render_split(split: str, n: int, *, seed: int = 0, px: int = 64, max_objects: int = 3, workers: int = 2,
-                 wide_share: float = 0.0, augmented: bool = False, size_bias: float = 1.0, proportion_share: float = 0.0) -> Split:
+                 wide_share: float = 0.0, augmented: bool = False, size_bias: float | tuple[float, ...] = 1.0, proportion_share: float = 0.0,
+                 variation: str = "proportions", max_half_extent: float = WIDE_HALF_EXTENT[1]) -> Split:
     """``n`` scenes of ``split`` rendered and resized to ``px``; deterministic for its arguments.
-    ``wide_share`` of them come from the wide world, their object sizes skewed small by ``size_bias``
-    (``sample_wide_scene``); ``proportion_share`` of them draw their shapes in other proportions
+    ``wide_share`` of them come from the wide world, their object sizes skewed by ``size_bias`` (one bias, or one
+    picked per scene from a tuple: small and large both) up to ``max_half_extent`` (``sample_wide_scene``);
+    ``proportion_share`` of them draw their shapes in other proportions, from the ranges ``variation`` names
     (``vary_proportions``); ``augmented`` sends every image through ``augment``."""
-    jobs = [(split, seed, i, px, max_objects, wide_share, augmented, size_bias, proportion_share) for i in range(n)]
+    d = Draws(wide_share, augmented, size_bias, proportion_share, variation, max_half_extent)
+    jobs = [(split, seed, i, px, max_objects, d) for i in range(n)]
     if workers > 1 and n >= 256:
         with mp.get_context("fork").Pool(workers) as pool:
             rows = pool.map(_one, jobs, chunksize=64)
@@ -97,6 +116,6 @@ def train_in_stages(name: str, train: Callable, out: Path, stages: tuple, start:
         if i > 0:
             cfg = replace(cfg, init_from=str(out))
         log(f"{name} stage {i + 1}/{len(stages)}: {cfg.steps} steps at lr {cfg.lr}, wide share {cfg.wide_share}, size bias {cfg.size_bias}, "
-            f"proportion share {cfg.proportion_share}, seed {cfg.seed}")
+            f"proportion share {cfg.proportion_share} ({cfg.variation}), largest half-extent {cfg.max_half_extent}, seed {cfg.seed}")
         reports[f"stage_{i + 1}"] = train(cfg, out)
     return reports

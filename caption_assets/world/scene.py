@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -96,15 +96,15 @@ def scene_rng(split: str, seed: int, index: int) -> random.Random:
 
 
 def sample_scene(rng: random.Random, *, word_rate: float = 0.25, side: int | None = None, max_objects: int = 3, wide: bool = False,
-                 size_bias: float = 1.0) -> Scene:
+                 size_bias: float = 1.0, max_half_extent: float = WIDE_HALF_EXTENT[1]) -> Scene:
     """Draw a scene: 1-3 objects in distinct slots, a background colour none of them has.
 
     ``wide``: objects from a tenth to three quarters of the frame wide, a layout that may contract towards the
-    centre, and three background textures (``sample_wide_scene``, which ``size_bias`` goes to); the classic world
-    draws two sizes."""
+    centre, and three background textures (``sample_wide_scene``, which ``size_bias`` and ``max_half_extent`` go
+    to); the classic world draws two sizes."""
     n = rng.choices([1, 2, 3], weights=[0.4, 0.35, 0.25])[0] if max_objects >= 3 else rng.randint(1, max_objects)
     if wide:
-        return sample_wide_scene(rng, n, word_rate=word_rate, side=side, size_bias=size_bias)
+        return sample_wide_scene(rng, n, word_rate=word_rate, side=side, size_bias=size_bias, max_half_extent=max_half_extent)
     slots = rng.sample(list(POSITIONS), n)
     objects = tuple(SceneObject(rng.choice(SHAPES), rng.choice(list(COLOURS)), rng.choice(SIZES), p) for p in slots)
     background = rng.choice([c for c in COLOURS if c not in {o.colour for o in objects}])
@@ -124,7 +124,8 @@ WORD_BAND = 0.12  # the printed word's corner band: 3% padding + a 7.5%-of-side 
 _GAP = 0.02  # free space kept between two objects' boxes and between a box and the frame, beyond the jitter
 
 
-def sample_wide_scene(rng: random.Random, n: int, *, word_rate: float = 0.25, side: int | None = None, size_bias: float = 1.0) -> Scene:
+def sample_wide_scene(rng: random.Random, n: int, *, word_rate: float = 0.25, side: int | None = None, size_bias: float = 1.0,
+                      max_half_extent: float = WIDE_HALF_EXTENT[1]) -> Scene:
     """The wide world: each object's half-extent is drawn uniformly from what the frame and the objects already
     placed leave (boxes never overlap, Chebyshev distance between slot centres), within ``WIDE_HALF_EXTENT``.
     The layout contracts by 0.6-1.0 towards the centre (several objects: 0.55-1.0, which makes most of the
@@ -133,7 +134,10 @@ def sample_wide_scene(rng: random.Random, n: int, *, word_rate: float = 0.25, si
 
     ``size_bias`` > 1 skews each half-extent towards the small end (``lo + (room - lo) * u ** size_bias``): a
     training split's knob for the smallest objects, which the uniform draw makes rare (a lone object is under
-    0.13 of the frame one time in twelve). At 1 the draw, and so the world, is exactly the uniform one."""
+    0.13 of the frame one time in twelve); < 1 skews them large. At 1 the draw, and so the world, is exactly the
+    uniform one. ``max_half_extent`` above the world's 0.375 lets a training split draw objects wider than the
+    widest the probes ask about (where a lone centred object has the room), so three quarters of the frame is not
+    the edge of what a model saw."""
     if side is None:
         side = rng.choice((96, 128, 160)) if rng.random() < 0.1 else rng.randrange(200, 513, 8)
     word = rng.choice(WORDS) if side >= 200 and rng.random() < word_rate else None
@@ -145,7 +149,7 @@ def sample_wide_scene(rng: random.Random, n: int, *, word_rate: float = 0.25, si
         spread = rng.uniform(0.55, 1.0)
     centres = [slot_centre(p, spread) for p in slots]
     band = WORD_BAND if word else 0.0
-    lo, hi = WIDE_HALF_EXTENT
+    lo, hi = WIDE_HALF_EXTENT[0], max_half_extent
     extents: list[float] = []
     for i, (cx, cy) in enumerate(centres):
         room = min(cx, 1 - cx, cy - band, 1 - band - cy) - WIDE_JITTER - _GAP
@@ -176,14 +180,41 @@ class Proportions:
     cross_arm: float = 0.32  # half-thickness of each bar
     ring_width: float = 0.32  # outline width
     diamond_width: float = 0.7  # half-width (the half-height is r)
+    tilt: float = 0.0  # degrees the shape is turned by (shrunk, if need be, to stay in its box)
 
 
-def vary_proportions(rng: random.Random) -> Proportions:
-    """Proportions drawn around the world's, each within what its shape's name still fits (a star with deep or
-    shallow points, a thin or thick cross, a narrow or wide diamond; never one shape's proportions turned into
-    another's)."""
-    return Proportions(square=rng.uniform(0.75, 0.95), triangle_base=rng.uniform(0.65, 0.95), star_inner=rng.uniform(0.35, 0.55),
-                       cross_arm=rng.uniform(0.22, 0.42), ring_width=rng.uniform(0.22, 0.45), diamond_width=rng.uniform(0.55, 0.85))
+@dataclass(frozen=True)
+class ProportionRanges:
+    """What ``vary_proportions`` draws each of ``Proportions`` from: ranges its shape's name still fits (a star with
+    deep or shallow points, a thin or thick cross, a narrow or wide diamond; never one shape's proportions turned
+    into another's)."""
+
+    square: tuple[float, float] = (0.75, 0.95)
+    triangle_base: tuple[float, float] = (0.65, 0.95)
+    star_inner: tuple[float, float] = (0.35, 0.55)
+    cross_arm: tuple[float, float] = (0.22, 0.42)
+    ring_width: tuple[float, float] = (0.22, 0.45)
+    diamond_width: tuple[float, float] = (0.55, 0.85)
+    tilt: float = 0.0  # up to this many degrees either way
+
+
+# A training split's ``variation`` names one. "turned" came after two other programs' shapes (matplotlib's markers and
+# bench/sdf_probe.py's distance fields) showed what "proportions" left out: a square filling its whole box (their
+# squares at three quarters of the frame are wider than any square the world drew, and the models gave those the
+# background's colour), a diamond as wide as it is tall (a square on its corner: matplotlib's "D", Unicode's
+# U+25C6), and shapes turned a little (15 degrees keeps a square a square; 45 would make it a diamond).
+VARIATIONS: dict[str, ProportionRanges] = {
+    "proportions": ProportionRanges(),
+    "turned": ProportionRanges(square=(0.75, 1.0), diamond_width=(0.55, 1.0), tilt=15.0),
+}
+
+
+def vary_proportions(rng: random.Random, ranges: ProportionRanges = VARIATIONS["proportions"]) -> Proportions:
+    """Proportions drawn from ``ranges`` (see ``ProportionRanges``); the tilt is drawn last, and only when it may
+    turn, so the first variation's draws are what they always were."""
+    p = Proportions(square=rng.uniform(*ranges.square), triangle_base=rng.uniform(*ranges.triangle_base), star_inner=rng.uniform(*ranges.star_inner),
+                    cross_arm=rng.uniform(*ranges.cross_arm), ring_width=rng.uniform(*ranges.ring_width), diamond_width=rng.uniform(*ranges.diamond_width))
+    return replace(p, tilt=rng.uniform(-ranges.tilt, ranges.tilt)) if ranges.tilt else p
 
 
 WORLD_PROPORTIONS = Proportions()
@@ -208,19 +239,37 @@ def _heart(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return pts
 
 
+def _turned(points: list[tuple[float, float]], cx: float, cy: float, r: float, degrees: float) -> list[tuple[float, float]]:
+    """``points`` turned about (cx, cy), then shrunk towards it if a corner left the box of half-side ``r``."""
+    if not degrees:
+        return points
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    turned = [((x - cx) * c - (y - cy) * s, (x - cx) * s + (y - cy) * c) for x, y in points]
+    k = min(1.0, r / max(max(abs(dx), abs(dy)) for dx, dy in turned))
+    return [(cx + dx * k, cy + dy * k) for dx, dy in turned]
+
+
 def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, int, int] | int,
                p: Proportions = WORLD_PROPORTIONS) -> None:
     """Draw one shape whose bounding box is about ``2r`` wide, centred on (cx, cy)."""
     box = (cx - r, cy - r, cx + r, cy + r)
+    poly = lambda points: draw.polygon(_turned(points, cx, cy, r, p.tilt), fill=fill)  # noqa: E731
     if shape == "circle":
         draw.ellipse(box, fill=fill)
+    elif shape == "square" and p.tilt:
+        s = r * p.square
+        poly([(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)])
     elif shape == "square":
         s = r * p.square
         draw.rectangle((cx - s, cy - s, cx + s, cy + s), fill=fill)
     elif shape == "triangle":
-        draw.polygon([(cx, cy - r), (cx + r, cy + r * p.triangle_base), (cx - r, cy + r * p.triangle_base)], fill=fill)
+        poly([(cx, cy - r), (cx + r, cy + r * p.triangle_base), (cx - r, cy + r * p.triangle_base)])
     elif shape == "star":
-        draw.polygon(_star(cx, cy, r, inner=p.star_inner), fill=fill)
+        poly(_star(cx, cy, r, inner=p.star_inner))
+    elif shape == "cross" and p.tilt:
+        t = r * p.cross_arm
+        arms = [(-t, -r), (t, -r), (t, -t), (r, -t), (r, t), (t, t), (t, r), (-t, r), (-t, t), (-r, t), (-r, -t), (-t, -t)]
+        poly([(cx + dx, cy + dy) for dx, dy in arms])
     elif shape == "cross":
         t = r * p.cross_arm
         draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
@@ -228,9 +277,9 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: f
     elif shape == "ring":
         draw.ellipse(box, outline=fill, width=max(2, int(round(r * p.ring_width))))
     elif shape == "diamond":
-        draw.polygon([(cx, cy - r), (cx + r * p.diamond_width, cy), (cx, cy + r), (cx - r * p.diamond_width, cy)], fill=fill)
+        poly([(cx, cy - r), (cx + r * p.diamond_width, cy), (cx, cy + r), (cx - r * p.diamond_width, cy)])
     elif shape == "heart":
-        draw.polygon(_heart(cx, cy, r), fill=fill)
+        poly(_heart(cx, cy, r))
     else:
         raise ValueError(f"unknown shape {shape!r}")
 
