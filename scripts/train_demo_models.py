@@ -2,18 +2,21 @@
 
     python scripts/train_demo_models.py [--out data/demo_models] [--only clip|captioner|fuser] [--threads N] [--clip-steps N [N ...]] [--captioner-steps N [N ...]] [--fuser-steps N]
 
-The shipped models came from `--only clip` (five stages, ``CLIP_STAGES``: ``ClipTrainConfig``'s defaults, the ResNet
+The shipped models came from `--only clip` (six stages, ``CLIP_STAGES``: ``ClipTrainConfig``'s defaults, the ResNet
 tower and the tag head, 6,000 steps, 46 minutes on two threads, alone; then two 3,000-step stages on splits skewed to
 small objects, 48 and 44 minutes on one thread beside a captioner run, via `--clip-from-stage 2`; then two more, 26
 minutes on two threads and 45 on one beside a captioner run, the last with shapes in varied proportions, via
-`--clip-from-stage 4` and 5), `--only captioner`
-(eleven stages, ``CAPTIONER_STAGES``: the wide world with augmentations at 96 px; the first on one thread beside a
+`--clip-from-stage 4` and 5; then a 2,500-step stage with shapes turned and filling their box, 40 minutes with
+rendering on one thread beside a captioner run, via `--clip-from-stage 6`), `--only captioner`
+(thirteen stages, ``CAPTIONER_STAGES``: the wide world with augmentations at 96 px; the first on one thread beside a
 CLIP run, 28 minutes, the second on two threads, 17 minutes, via `--captioner-from-stage 2`; the third and fourth, with
 the tag head, on one thread each beside another captioner run, 31 and 24 minutes with rendering, via `--captioner-from-stage 3`;
 the fifth, sixth and seventh, with the tag head, on two threads, 19, 25 and 20 minutes with rendering, one at a time via
 `--captioner-from-stage 5`, 6 and 7; the eighth and ninth, skewed to small objects, on one thread beside the CLIP's,
 33 and 25 minutes, via `--captioner-from-stage 8`; the tenth and eleventh, skewed small with shapes in varied
-proportions, on one thread beside a CLIP or a probe run, 27 and 26 minutes with rendering, via `--captioner-from-stage 10`), and `--only fuser`
+proportions, on one thread beside a CLIP or a probe run, 27 and 26 minutes with rendering, via `--captioner-from-stage 10`; the
+twelfth and thirteenth, with shapes turned and filling their box, objects up to 0.84 of the frame, on one thread beside
+the CLIP's or probe runs, 28 and 28 minutes with rendering, via `--captioner-from-stage 12`), and `--only fuser`
 (two stages: the copy task, then the product's prompt; see ``train_fuser_staged``). CPU only, seeded, reproducible on the same machine, thread count and
 library versions. Writes:
 ``world-clip.pt`` + ``world-clip.json`` (open_clip checkpoint and model config), ``world-captioner/``

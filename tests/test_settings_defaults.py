@@ -78,7 +78,7 @@ def test_production_definitions_in_a_demo_process_carry_every_production_default
 def test_demo_definitions_in_a_production_process_carry_the_demos_defaults():
     got = probe("production", "demo")
     demo = profile("demo")
-    assert got["scored_pairs"]["min_clip_score"] == demo["scoring"]["min_clip_score"] == 0.257
+    assert got["scored_pairs"]["min_clip_score"] == demo["scoring"]["min_clip_score"] == 0.234
     assert got["scored_pairs"]["drop_clip_quantile"] == 0.0
     assert {k: got["compressed_dataset"][k] for k in demo["compress"]} == demo["compress"]
     assert {k: got["fused_captions"][k] for k in demo["fusion"]} == demo["fusion"]

@@ -19,7 +19,7 @@ import torch
 
 from caption_assets.world.captions import NUMBER_WORDS, PLURAL, POSITION_PHRASE, TEMPLATES, describe
 from caption_assets.world.data import TRAIN, Split, render_split, train_in_stages, warmup_cosine
-from caption_assets.world.scene import COLOURS, SHAPES, SIZES, Scene
+from caption_assets.world.scene import COLOURS, SHAPES, SIZES, WIDE_HALF_EXTENT, Scene
 from caption_assets.world.train_clip import TAGS, caption_tags
 
 SPECIALS = ["[PAD]", "[BOS]", "[EOS]", "[UNK]"]
@@ -40,8 +40,10 @@ class CaptionerTrainConfig:
     wide_share: float = 0.75  # of the training split from the wide world (``render_split``)
     augmented: bool = True
     init_from: str = ""  # a saved captioner to go on training (a later stage of ``CAPTIONER_STAGES``)
-    size_bias: float = 1.0  # > 1 skews the wide scenes' objects small (``sample_wide_scene``)
+    size_bias: float | tuple[float, ...] = 1.0  # > 1 skews the wide scenes' objects small, < 1 large; a tuple mixes (``render_split``)
     proportion_share: float = 0.0  # share of images whose shapes are drawn in other proportions (``vary_proportions``)
+    variation: str = "proportions"  # which ranges those proportions come from (``VARIATIONS``)
+    max_half_extent: float = WIDE_HALF_EXTENT[1]  # the wide scenes' largest half-extent; the world's by default
     # Tag2Text-style tags, as the CLIP trains with (``train_clip.caption_tags``): a linear head on the mean of the
     # encoder's last hidden states predicts the (colour, shape) tags of the target caption, weighted so; the
     # head is not saved. It puts a direct "which shape" signal on the encoder instead of one token in forty.
@@ -58,7 +60,11 @@ class CaptionerTrainConfig:
 # frame from 0.82 to 0.89 on 160 a width (0.845 to 0.878 on 400 more) and at three quarters from 0.94 to 0.97; then
 # two stages skewed small whose splits draw half their images' shapes in other proportions (``vary_proportions``),
 # which took it to 0.91 (0.92 on 400 more) and three quarters to 0.99, and matplotlib's markers, a renderer no stage
-# saw, at a tenth from 0.79 to 0.87 (README).
+# saw, at a tenth from 0.79 to 0.87; then two whose shapes may be turned, fill their box (squares) or be as wide as
+# they are tall (diamonds), with objects up to 0.84 of the frame and the wide scenes skewed small or large
+# (``variation="turned"``, ``max_half_extent``, a tuple of ``size_bias``), which took three quarters of the frame on
+# matplotlib's markers from 0.86 to 0.96 and on bench/sdf_probe.py's distance fields from 0.82 to 0.97, where
+# squares wider than any the world drew had been given the background's colour (README).
 CAPTIONER_STAGES = (
     CaptionerTrainConfig(),
     CaptionerTrainConfig(steps=3000, lr=7.5e-4, warmup=100, wide_share=0.5, seed=1),
@@ -71,6 +77,10 @@ CAPTIONER_STAGES = (
     CaptionerTrainConfig(steps=3000, lr=2e-4, warmup=100, tag_weight=5.0, size_bias=1.5, seed=8),
     CaptionerTrainConfig(steps=3000, lr=2e-4, warmup=100, tag_weight=5.0, size_bias=2.0, proportion_share=0.5, seed=9),
     CaptionerTrainConfig(steps=3000, lr=1.5e-4, warmup=100, tag_weight=5.0, size_bias=2.0, proportion_share=0.5, seed=10),
+    CaptionerTrainConfig(steps=3000, lr=1.5e-4, warmup=100, tag_weight=5.0, size_bias=(2.0, 0.5), proportion_share=0.6, variation="turned",
+                         max_half_extent=0.42, seed=11),
+    CaptionerTrainConfig(steps=3000, lr=1e-4, warmup=100, tag_weight=5.0, size_bias=(2.5, 2.5, 0.5), proportion_share=0.6, variation="turned",
+                         max_half_extent=0.42, seed=12),
 )
 
 
@@ -122,7 +132,8 @@ def train_captioner(cfg: CaptionerTrainConfig, out: Path, log: Callable[[str], N
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     data = data or render_split(TRAIN, cfg.n_images, seed=cfg.seed, px=cfg.image_size, wide_share=cfg.wide_share, augmented=cfg.augmented,
-                                size_bias=cfg.size_bias, proportion_share=cfg.proportion_share)
+                                size_bias=cfg.size_bias, proportion_share=cfg.proportion_share,
+                                variation=cfg.variation, max_half_extent=cfg.max_half_extent)
     t_render = time.perf_counter() - t0
     tokenizer = build_tokenizer()
     if cfg.init_from:

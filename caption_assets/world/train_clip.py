@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from caption_assets.clip_models import untrained_clip
 from caption_assets.world.captions import mentioned_objects, paraphrase, wrong_attribute
 from caption_assets.world.data import TRAIN, Split, render_split, train_in_stages, warmup_cosine
-from caption_assets.world.scene import COLOURS, SHAPES
+from caption_assets.world.scene import COLOURS, SHAPES, WIDE_HALF_EXTENT
 
 WORLD_CLIP_NAME = "world-clip"
 WORLD_CLIP_CONFIG = {
@@ -64,8 +64,10 @@ class ClipTrainConfig:
     # Later stages (``CLIP_STAGES``): go on from a saved checkpoint of the same architecture, on a split whose wide
     # scenes skew small (``size_bias``, see ``sample_wide_scene``).
     init_from: str = ""
-    size_bias: float = 1.0
+    size_bias: float | tuple[float, ...] = 1.0
     proportion_share: float = 0.0  # share of images whose shapes are drawn in other proportions (``vary_proportions``)
+    variation: str = "proportions"  # which ranges those proportions come from (``VARIATIONS``)
+    max_half_extent: float = WIDE_HALF_EXTENT[1]  # the wide scenes' largest half-extent; the world's by default
     seed: int = 0
 
     @property
@@ -76,14 +78,19 @@ class ClipTrainConfig:
 # The shipped recipe: the ResNet + tag-head run above, then stages that go on from it at falling rates on fresh
 # splits (other seeds) whose wide scenes skew small (``size_bias`` 2, then 3: a lone object under 0.13 of the frame
 # one time in four, then two in five, instead of one in twelve), for the tenth-of-the-frame objects the first stage
-# rarely saw alone; the last one also draws half its images' shapes in other proportions (``vary_proportions``).
-# They took the out-of-renderer probe at a tenth of the frame from 0.48 to 0.64, 0.75, 0.79 and 0.84 (README).
+# rarely saw alone; the fifth also draws half its images' shapes in other proportions (``vary_proportions``).
+# They took the out-of-renderer probe at a tenth of the frame from 0.48 to 0.64, 0.75, 0.79 and 0.84 (README). The
+# sixth turns shapes, lets squares fill their box and diamonds be as wide as tall, draws objects up to 0.84 of the
+# frame and skews each wide scene small or large (``variation="turned"``, ``max_half_extent``, ``size_bias`` (3, 0.5)):
+# at three quarters of the frame bench/sdf_probe.py's distance fields went from 0.78 to 0.94, and a tenth of the
+# frame on the first probe to 0.88.
 CLIP_STAGES = (
     ClipTrainConfig(),
     ClipTrainConfig(steps=3000, lr=5e-4, warmup=100, size_bias=2.0, seed=1),
     ClipTrainConfig(steps=3000, lr=3e-4, warmup=100, size_bias=3.0, seed=2),
     ClipTrainConfig(steps=3000, lr=2e-4, warmup=100, size_bias=3.0, seed=3),
     ClipTrainConfig(steps=3000, lr=2e-4, warmup=100, size_bias=3.0, proportion_share=0.5, seed=4),
+    ClipTrainConfig(steps=2500, lr=1.5e-4, warmup=100, size_bias=(3.0, 0.5), proportion_share=0.6, variation="turned", max_half_extent=0.42, seed=5),
 )
 
 
@@ -140,7 +147,7 @@ def train_clip(cfg: ClipTrainConfig, out: Path, log: Callable[[str], None] = pri
     model_config = cfg.model_config
     px = model_config["vision_cfg"]["image_size"]
     data = data or render_split(TRAIN, cfg.n_images, seed=cfg.seed, px=px, wide_share=cfg.wide_share, augmented=cfg.augmented, size_bias=cfg.size_bias,
-                               proportion_share=cfg.proportion_share)
+                               proportion_share=cfg.proportion_share, variation=cfg.variation, max_half_extent=cfg.max_half_extent)
     t_render = time.perf_counter() - t0
     # The architecture travels as open_clip model-config JSON beside the checkpoint, named like it.
     out.parent.mkdir(parents=True, exist_ok=True)
