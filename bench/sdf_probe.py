@@ -4,8 +4,8 @@ Nothing here rasterises a polygon or a glyph. Each shape is a distance function 
 circle, rounded box, equilateral triangle, five-pointed star, cross, annulus, rhombus, heart) evaluated at every
 pixel centre, and its coverage of the pixel comes from the distance (one pixel of analytic anti-aliasing). Each image
 draws its own proportions from ranges around what the other renderers use (a star's inner radius 0.36-0.5, a
-diamond 0.6-1.0 as wide as it is tall, a cross's bars 0.24-0.4 thick, a ring 0.18-0.4, a square's corners rounded
-up to 0.15), turns the shape by up to 10 degrees, lights the whole picture unevenly (a soft directional light and a
+diamond 0.6-1.0 as wide as it is tall, a cross's bars 0.24-0.4 of the half-extent either side of the axis, a ring
+0.18-0.4 of it thick, a square's corners rounded up to 0.15 of it), turns the shape by up to 10 degrees, lights the whole picture unevenly (a soft directional light and a
 vignette, a few percent each, plus grain), and goes through WebP at quality 50-90, which no training image went
 through. Written, and its ranges fixed, before any model was measured on it or trained after it (issue 22).
 """
