@@ -197,6 +197,30 @@ def test_a_size_bias_skews_the_wide_world_small_within_its_range():
     assert sample_scene(scene_rng("unit", 0, 3), size_bias=3.0) == sample_scene(scene_rng("unit", 0, 3))  # the classic world has no extents
 
 
+def test_unturned_squares_and_crosses_fill_the_pixels_the_world_drew_as_rectangles():
+    """``draw_shape`` draws squares and crosses as polygons (so they can turn); unturned, they must cover exactly the
+    pixels Pillow's rectangles covered, or the world, and every split the shipped models trained on, would change."""
+    from PIL import Image, ImageDraw
+
+    from caption_assets.world.scene import WORLD_PROPORTIONS, draw_shape
+
+    rng = random.Random(22)
+    for _ in range(400):
+        cx, cy, r = rng.uniform(60, 140), rng.uniform(60, 140), rng.uniform(4, 58)
+        drawn, rectangles = Image.new("L", (200, 200), 0), Image.new("L", (200, 200), 0)
+        rect = ImageDraw.Draw(rectangles)
+        for shape in ("square", "cross"):
+            draw_shape(ImageDraw.Draw(drawn), shape, cx, cy, r, 255 if shape == "square" else 128)
+            if shape == "square":
+                s = r * WORLD_PROPORTIONS.square
+                rect.rectangle((cx - s, cy - s, cx + s, cy + s), fill=255)
+            else:
+                t = r * WORLD_PROPORTIONS.cross_arm
+                rect.rectangle((cx - r, cy - t, cx + r, cy + t), fill=128)
+                rect.rectangle((cx - t, cy - r, cx + t, cy + r), fill=128)
+            assert np.array_equal(np.asarray(drawn), np.asarray(rectangles)), (shape, cx, cy, r)
+
+
 @pytest.mark.parametrize("variation", ["proportions", "turned"])
 def test_varied_proportions_keep_each_shape_in_its_box(variation: str):
     """A training split's knob (``vary_proportions``): each shape drawn thinner or fatter than the world draws it, and

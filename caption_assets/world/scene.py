@@ -253,27 +253,22 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: f
                p: Proportions = WORLD_PROPORTIONS) -> None:
     """Draw one shape whose bounding box is about ``2r`` wide, centred on (cx, cy)."""
     box = (cx - r, cy - r, cx + r, cy + r)
+    # Squares and crosses are polygons too, so they turn like the rest; Pillow fills an axis-aligned polygon on the
+    # same pixels as the rectangles the world drew before (tests/test_world.py holds it to that).
     poly = lambda points: draw.polygon(_turned(points, cx, cy, r, p.tilt), fill=fill)  # noqa: E731
     if shape == "circle":
         draw.ellipse(box, fill=fill)
-    elif shape == "square" and p.tilt:
-        s = r * p.square
-        poly([(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)])
     elif shape == "square":
         s = r * p.square
-        draw.rectangle((cx - s, cy - s, cx + s, cy + s), fill=fill)
+        poly([(cx - s, cy - s), (cx + s, cy - s), (cx + s, cy + s), (cx - s, cy + s)])
     elif shape == "triangle":
         poly([(cx, cy - r), (cx + r, cy + r * p.triangle_base), (cx - r, cy + r * p.triangle_base)])
     elif shape == "star":
         poly(_star(cx, cy, r, inner=p.star_inner))
-    elif shape == "cross" and p.tilt:
+    elif shape == "cross":
         t = r * p.cross_arm
         arms = [(-t, -r), (t, -r), (t, -t), (r, -t), (r, t), (t, t), (t, r), (-t, r), (-t, t), (-r, t), (-r, -t), (-t, -t)]
         poly([(cx + dx, cy + dy) for dx, dy in arms])
-    elif shape == "cross":
-        t = r * p.cross_arm
-        draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=fill)
-        draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=fill)
     elif shape == "ring":
         draw.ellipse(box, outline=fill, width=max(2, int(round(r * p.ring_width))))
     elif shape == "diamond":
