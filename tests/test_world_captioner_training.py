@@ -45,3 +45,38 @@ def test_stages_go_on_from_the_saved_captioner_at_a_new_side_without_the_tag_hea
     # loader may rename keys)
     fingerprint = lambda tensors: {(tuple(t.shape), round(t.double().sum().item(), 5)) for t in tensors}  # noqa: E731
     assert fingerprint(saved.values()) == fingerprint(cap._model.state_dict().values())
+
+
+def test_widened_patches_see_a_twice_larger_image_as_the_old_encoder_saw_its_box_filtered_half(tmp_path):
+    import pytest
+    import torch
+
+    from caption_assets.world.train_captioner import build_model, build_tokenizer, widen_patches
+
+    cfg = CaptionerTrainConfig(hidden=32, image_size=64)
+    model = build_model(len(build_tokenizer()), cfg).eval()
+    wide = widen_patches(build_model(len(build_tokenizer()), cfg), 8)  # a fresh copy: same seed, same weights
+    assert wide.config.encoder.patch_size == 8 and wide.encoder.embeddings.patch_embeddings.projection.kernel_size == (8, 8)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.inference_mode():
+        old = model.encoder(pixel_values=torch.nn.functional.avg_pool2d(x, 2)).last_hidden_state
+        new = wide.eval().encoder(pixel_values=x).last_hidden_state
+        plain = model.encoder(pixel_values=x[..., ::2, ::2]).last_hidden_state  # every other pixel: not the same picture
+    assert new.shape == old.shape
+    torch.testing.assert_close(new, old, atol=1e-5, rtol=1e-4)
+    assert (plain - old).abs().max() > 1e-2  # the comparison can tell pictures apart
+    with pytest.raises(ValueError, match="not a multiple"):
+        widen_patches(model, 6)
+
+
+def test_a_stage_with_wider_patches_goes_on_from_the_saved_captioner(tmp_path):
+    from safetensors.torch import load_file
+
+    tiny = CaptionerTrainConfig(n_images=24, steps=2, batch_size=8, warmup=1, hidden=32, image_size=64)
+    out = tmp_path / "captioner"
+    reports = train_captioner_staged(out, (tiny, replace(tiny, image_size=128, patch_size=8, seed=1)), log=lambda _: None)
+    config = json.loads((out / "config.json").read_text())["encoder"]
+    assert (config["image_size"], config["patch_size"]) == (128, 8)
+    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"height": 128, "width": 128}
+    assert load_file(out / "model.safetensors")["encoder.embeddings.patch_embeddings.projection.weight"].shape[-2:] == (8, 8)
+    assert reports["stage_2"]["parameters"] - reports["stage_1"]["parameters"] == 8 * 3 * (8 * 8 - 4 * 4)  # only the kernel grew (8 channels: hidden / 4)

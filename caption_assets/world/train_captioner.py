@@ -37,6 +37,7 @@ class CaptionerTrainConfig:
     layers: int = 3
     encoder: str = "swin"  # or "vit" (8 px patches)
     image_size: int = 96  # a tenth of the frame is ~10 px here (6 at 64 px, too few to tell a star from a cross)
+    patch_size: int = 4  # Swin's; a stage that doubles it with ``image_size`` keeps the token grid (``widen_patches``)
     wide_share: float = 0.75  # of the training split from the wide world (``render_split``)
     augmented: bool = True
     init_from: str = ""  # a saved captioner to go on training (a later stage of ``CAPTIONER_STAGES``)
@@ -106,8 +107,8 @@ def build_tokenizer():
 def build_model(vocab_size: int, cfg: CaptionerTrainConfig):
     from transformers import GPT2Config, SwinConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig
 
-    if cfg.encoder == "swin":  # 4 px patches, windowed attention: sees a 10 px star at 64 px input
-        enc = SwinConfig(image_size=cfg.image_size, patch_size=4, embed_dim=cfg.hidden // 4, depths=[2, 2, 2], num_heads=[2, 4, 8], window_size=4, mlp_ratio=2.0)
+    if cfg.encoder == "swin":  # 4 px patches (by default), windowed attention: sees a 10 px star at 64 px input
+        enc = SwinConfig(image_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=cfg.hidden // 4, depths=[2, 2, 2], num_heads=[2, 4, 8], window_size=4, mlp_ratio=2.0)
     else:
         enc = ViTConfig(image_size=cfg.image_size, patch_size=8, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers, num_attention_heads=4, intermediate_size=cfg.hidden * 2)
     dec = GPT2Config(vocab_size=vocab_size, n_positions=48, n_embd=cfg.hidden, n_layer=cfg.layers, n_head=4, add_cross_attention=True, is_decoder=True,
@@ -116,6 +117,32 @@ def build_model(vocab_size: int, cfg: CaptionerTrainConfig):
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 1, 0, 2
     torch.manual_seed(cfg.seed)
     return VisionEncoderDecoderModel(config)
+
+
+def widen_patch_kernel(weight: torch.Tensor, factor: int) -> torch.Tensor:
+    """A patch-embedding kernel ``factor`` times as wide that computes on a ``factor``-times larger image what the
+    old one computed on its ``factor``-fold box-downsampled copy: each weight spread evenly over a factor² block."""
+    return weight.repeat_interleave(factor, 2).repeat_interleave(factor, 3) / factor**2
+
+
+def widen_patches(model, patch_size: int):
+    """``model`` (a Swin captioner) with patches ``patch_size`` wide, the same token grid on an input as many times
+    larger, every other weight kept. The encoder then starts where it was, on a box-filtered image, and the stage
+    that follows can learn what the extra pixels show (a 10 px diamond from a 10 px plus)."""
+    from transformers import VisionEncoderDecoderModel
+
+    old = model.config.encoder.patch_size
+    if patch_size % old:
+        raise ValueError(f"patch size {patch_size} is not a multiple of {old}")
+    config = model.config
+    config.encoder.patch_size = patch_size
+    state = model.state_dict()
+    key = "encoder.embeddings.patch_embeddings.projection.weight"
+    state[key] = widen_patch_kernel(state[key], patch_size // old)
+    wider = VisionEncoderDecoderModel(config)
+    wider.load_state_dict(state)
+    wider.generation_config = model.generation_config
+    return wider
 
 
 def target_caption(scene: Scene, rng: random.Random) -> str:
@@ -140,11 +167,13 @@ def train_captioner(cfg: CaptionerTrainConfig, out: Path, log: Callable[[str], N
         from transformers import VisionEncoderDecoderModel
 
         model = VisionEncoderDecoderModel.from_pretrained(cfg.init_from)
+        if model.config.encoder.patch_size != cfg.patch_size:
+            model = widen_patches(model, cfg.patch_size)
         model.config.encoder.image_size = cfg.image_size  # Swin's windows carry no absolute positions: any side works
     else:
         model = build_model(len(tokenizer), cfg)
     processor = ViTImageProcessor(size={"height": cfg.image_size, "width": cfg.image_size}, resample=3, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    pixels = torch.from_numpy(data.pixels).permute(0, 3, 1, 2).float().div_(255).sub_(0.5).div_(0.5)
+    pixels = torch.from_numpy(data.pixels).permute(0, 3, 1, 2)  # uint8, normalised a batch at a time (20k at 192 px: 2 GB, not 9)
     rng = random.Random(f"captioner:{cfg.seed}")
     head = torch.nn.Linear(model.config.encoder.hidden_size, len(TAGS)) if cfg.tag_weight else None
     trained = torch.nn.ModuleList([model, head]) if head is not None else model
@@ -161,7 +190,7 @@ def train_captioner(cfg: CaptionerTrainConfig, out: Path, log: Callable[[str], N
         lengths = enc.attention_mask.sum(1)
         ids[torch.arange(len(idx)), lengths] = tokenizer.eos_token_id  # each caption ends with [EOS]
         labels = ids.masked_fill(torch.arange(ids.shape[1])[None, :] > lengths[:, None], -100)
-        result = model(pixel_values=pixels[idx], labels=labels)
+        result = model(pixel_values=pixels[idx].float().div_(255).sub_(0.5).div_(0.5), labels=labels)
         loss = result.loss
         if head is not None:
             tag_logits = head(result.encoder_last_hidden_state.mean(1))
