@@ -65,7 +65,10 @@ class CaptionerTrainConfig:
 # they are tall (diamonds), with objects up to 0.84 of the frame and the wide scenes skewed small or large
 # (``variation="turned"``, ``max_half_extent``, a tuple of ``size_bias``), which took three quarters of the frame on
 # matplotlib's markers from 0.86 to 0.96 and on bench/sdf_probe.py's distance fields from 0.82 to 0.97, where
-# squares wider than any the world drew had been given the background's colour (README).
+# squares wider than any the world drew had been given the background's colour (README); then two at 192 px with 8 px
+# patches (``widen_patches``: the same 24x24 tokens, each seeing four times the pixels), the second skewed smaller,
+# which took matplotlib's markers at a tenth of the frame from 0.84 to 0.88 (0.82 to 0.86 on 400) and at a fifth from
+# 0.86 to 0.89 (0.91 to 0.95), where its diamond and its fat plus are ~19 px instead of ~10.
 CAPTIONER_STAGES = (
     CaptionerTrainConfig(),
     CaptionerTrainConfig(steps=3000, lr=7.5e-4, warmup=100, wide_share=0.5, seed=1),
@@ -82,6 +85,10 @@ CAPTIONER_STAGES = (
                          max_half_extent=0.42, seed=11),
     CaptionerTrainConfig(steps=3000, lr=1e-4, warmup=100, tag_weight=5.0, size_bias=(2.5, 2.5, 0.5), proportion_share=0.6, variation="turned",
                          max_half_extent=0.42, seed=12),
+    CaptionerTrainConfig(steps=3000, lr=1.5e-4, warmup=100, tag_weight=5.0, size_bias=(2.5, 2.5, 0.5), proportion_share=0.6, variation="turned",
+                         max_half_extent=0.42, image_size=192, patch_size=8, seed=13),
+    CaptionerTrainConfig(steps=3000, lr=1e-4, warmup=100, tag_weight=5.0, size_bias=(3.0, 3.0, 0.5), proportion_share=0.6, variation="turned",
+                         max_half_extent=0.42, image_size=192, patch_size=8, seed=15),
 )
 
 
