@@ -8,7 +8,7 @@ small objects, 48 and 44 minutes on one thread beside a captioner run, via `--cl
 minutes on two threads and 45 on one beside a captioner run, the last with shapes in varied proportions, via
 `--clip-from-stage 4` and 5; then a 2,500-step stage with shapes turned and filling their box, 40 minutes with
 rendering on one thread beside a captioner run, via `--clip-from-stage 6`), `--only captioner`
-(thirteen stages, ``CAPTIONER_STAGES``: the wide world with augmentations at 96 px; the first on one thread beside a
+(fifteen stages, ``CAPTIONER_STAGES``: the wide world with augmentations at 96 px, the last two at 192 px; the first on one thread beside a
 CLIP run, 28 minutes, the second on two threads, 17 minutes, via `--captioner-from-stage 2`; the third and fourth, with
 the tag head, on one thread each beside another captioner run, 31 and 24 minutes with rendering, via `--captioner-from-stage 3`;
 the fifth, sixth and seventh, with the tag head, on two threads, 19, 25 and 20 minutes with rendering, one at a time via
@@ -16,7 +16,9 @@ the fifth, sixth and seventh, with the tag head, on two threads, 19, 25 and 20 m
 33 and 25 minutes, via `--captioner-from-stage 8`; the tenth and eleventh, skewed small with shapes in varied
 proportions, on one thread beside a CLIP or a probe run, 27 and 26 minutes with rendering, via `--captioner-from-stage 10`; the
 twelfth and thirteenth, with shapes turned and filling their box, objects up to 0.84 of the frame, on one thread beside
-the CLIP's or probe runs, 28 and 28 minutes with rendering, via `--captioner-from-stage 12`), and `--only fuser`
+the CLIP's or probe runs, 28 and 28 minutes with rendering, via `--captioner-from-stage 12`; the fourteenth and
+fifteenth at 192 px with 8 px patches, on one thread beside another captioner run, 28 and 32 minutes with rendering,
+via `--captioner-from-stage 14`), and `--only fuser`
 (two stages: the copy task, then the product's prompt; see ``train_fuser_staged``). CPU only, seeded, reproducible on the same machine, thread count and
 library versions. Writes:
 ``world-clip.pt`` + ``world-clip.json`` (open_clip checkpoint and model config), ``world-captioner/``

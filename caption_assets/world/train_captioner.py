@@ -1,6 +1,7 @@
 """Train the demo captioner on the world's training split: a transformers VisionEncoderDecoder.
 
-A small Swin encoder (4 px patches, so small shapes stay legible at 96 px) and a GPT-2 decoder with cross-attention, a word-level tokenizer over the world's
+A small Swin encoder (4 px patches at 96 px, so small shapes stay legible; the last stages 8 px patches at 192 px, the same
+token grid over four times the pixels) and a GPT-2 decoder with cross-attention, a word-level tokenizer over the world's
 grammar, teacher forcing on true paraphrases (several framings, objects always in slot order, so
 diverse beam search has real alternatives to find); the later stages add a tag head on the encoder, as the CLIP
 trains with. Saved with ``save_pretrained`` and loaded by
