@@ -55,7 +55,12 @@ def test_widened_patches_see_a_twice_larger_image_as_the_old_encoder_saw_its_box
 
     cfg = CaptionerTrainConfig(hidden=32, image_size=64)
     model = build_model(len(build_tokenizer()), cfg).eval()
-    wide = widen_patches(build_model(len(build_tokenizer()), cfg), 8)  # a fresh copy: same seed, same weights
+    # a non-zero patch bias: with the zero it starts at, LayerNorm would hide a kernel left at 4x its weight
+    torch.nn.init.normal_(model.encoder.embeddings.patch_embeddings.projection.bias, std=0.5, generator=torch.Generator().manual_seed(0))
+    twin = build_model(len(build_tokenizer()), cfg)  # a fresh copy: same seed, same weights
+    twin.encoder.embeddings.patch_embeddings.projection.bias.data.copy_(model.encoder.embeddings.patch_embeddings.projection.bias)
+    wide = widen_patches(twin, 8)
+    assert twin.config.encoder.patch_size == 4  # the model passed in is left as it was
     assert wide.config.encoder.patch_size == 8 and wide.encoder.embeddings.patch_embeddings.projection.kernel_size == (8, 8)
     x = torch.randn(2, 3, 128, 128)
     with torch.inference_mode():

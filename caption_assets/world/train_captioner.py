@@ -137,19 +137,21 @@ def widen_patches(model, patch_size: int):
     """``model`` (a Swin captioner) with patches ``patch_size`` wide, the same token grid on an input as many times
     larger, every other weight kept. The encoder then starts where it was, on a box-filtered image, and the stage
     that follows can learn what the extra pixels show (a 10 px diamond from a 10 px plus)."""
+    import copy
+
     from transformers import VisionEncoderDecoderModel
 
     old = model.config.encoder.patch_size
     if patch_size % old:
         raise ValueError(f"patch size {patch_size} is not a multiple of {old}")
-    config = model.config
+    config = copy.deepcopy(model.config)  # ``model`` itself stays as it was
     config.encoder.patch_size = patch_size
     state = model.state_dict()
     key = "encoder.embeddings.patch_embeddings.projection.weight"
     state[key] = widen_patch_kernel(state[key], patch_size // old)
     wider = VisionEncoderDecoderModel(config)
     wider.load_state_dict(state)
-    wider.generation_config = model.generation_config
+    wider.generation_config = copy.deepcopy(model.generation_config)
     return wider
 
 
