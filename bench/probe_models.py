@@ -24,19 +24,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 WIDTHS = (0.1, 0.2, 0.35, 0.5, 0.75)
+RENDERERS = ("skimage", "matplotlib", "sdf")
+
+
+def probe_drawer(renderer: str):
+    """The ``draw(scene, rng, width)`` of one of ``RENDERERS``: the bench and the demo-model tests draw through it."""
+    from bench.mpl_probe import draw_matplotlib
+    from bench.sdf_probe import draw_sdf
+    from bench.verdict_probe import draw_probe
+
+    return {"skimage": draw_probe, "matplotlib": draw_matplotlib, "sdf": draw_sdf}[renderer]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--per-scale", type=int, default=48)
     ap.add_argument("--models", type=Path, default=ROOT / "data" / "demo_models", help="a folder written by scripts/train_demo_models.py")
-    ap.add_argument("--renderer", choices=("skimage", "matplotlib", "sdf"), default="skimage")
+    ap.add_argument("--renderer", choices=RENDERERS, default="skimage")
     args = ap.parse_args()
     import torch
 
-    from bench.mpl_probe import draw_matplotlib
-    from bench.sdf_probe import draw_sdf
-    from bench.verdict_probe import draw_probe
     from caption_assets.world.captions import names_every_object
     from caption_assets.world.evaluate import ZEROSHOT_PROMPTS, _clip_embed, zeroshot_accuracy
     from caption_assets.world.scene import sample_scene
@@ -48,7 +55,7 @@ def main() -> None:
     captioner.load()
     _, prompts = _clip_embed(model, preprocess, tokenizer, [], ZEROSHOT_PROMPTS)
     rng = np.random.default_rng(22)
-    draw = {"skimage": draw_probe, "matplotlib": draw_matplotlib, "sdf": draw_sdf}[args.renderer]
+    draw = probe_drawer(args.renderer)
     print(f"{'width':>6} {'captioner':>10} {'clip shape':>11} {'clip colour':>12}   (n={args.per_scale} per width; chance: shape 1/8, colour 1/8)")
     for width in WIDTHS:
         scenes = [sample_scene(random.Random(f"probe-models:{width}:{i}"), max_objects=1, word_rate=0.0) for i in range(args.per_scale)]

@@ -136,14 +136,12 @@ def _probe(width: float, renderer: str = "skimage") -> tuple[list, list]:
     renderer never drew these pixels."""
     import random
 
-    from bench.mpl_probe import draw_matplotlib
-    from bench.sdf_probe import draw_sdf
-    from bench.verdict_probe import draw_probe
+    from bench.probe_models import probe_drawer
     from caption_assets.world.scene import sample_scene
 
     scenes = [sample_scene(random.Random(f"test-probe:{width}:{i}"), max_objects=1, word_rate=0.0) for i in range(PROBE_N)]
     rng = np.random.default_rng(7)
-    draw = {"skimage": draw_probe, "sdf": draw_sdf, "matplotlib": draw_matplotlib}[renderer]
+    draw = probe_drawer(renderer)
     return scenes, [draw(s, rng, width=width) for s in scenes]
 
 

@@ -17,12 +17,10 @@ from caption_assets.world.scene import COLOURS, SHAPES, nearest_colour, sample_s
 
 
 def _renderers():
-    from bench.mpl_probe import draw_matplotlib
-    from bench.sdf_probe import draw_sdf
-    from bench.verdict_probe import draw_probe
+    from bench.probe_models import RENDERERS, probe_drawer
 
     # the distance fields turn a shape by up to 10 degrees, which widens its box; the width is asked of the unturned one
-    return {"skimage": draw_probe, "matplotlib": draw_matplotlib, "sdf": partial(draw_sdf, tilt=0.0)}
+    return {r: partial(probe_drawer(r), tilt=0.0) if r == "sdf" else probe_drawer(r) for r in RENDERERS}
 
 
 @pytest.mark.parametrize("renderer", ["skimage", "matplotlib", "sdf"])
