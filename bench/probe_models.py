@@ -1,11 +1,12 @@
 """The demo models on shapes the world did not draw, at several scales (issue 22's probe).
 
-    python bench/probe_models.py [--per-scale 48] [--models data/demo_models] [--renderer skimage|matplotlib|sdf]
+    python bench/probe_models.py [--per-scale 48] [--models data/demo_models] [--renderer skimage|matplotlib|sdf|glyph]
 
 One shape, centred, drawn by ``bench/verdict_probe.py``'s scikit-image renderer (anti-aliased, speckled
 background, jittered colours, JPEG q75), or by ``bench/mpl_probe.py``'s matplotlib markers (their own
 proportions, blotched background, JPEG 60-90), or by ``bench/sdf_probe.py``'s distance fields (proportions drawn
-per image, turned up to 10 degrees, uneven light, WebP 50-90), at widths from a tenth to three quarters of the frame. For each
+per image, turned up to 10 degrees, uneven light, WebP 50-90), or by ``bench/glyph_probe.py``'s font glyphs
+(FreeType, four fonts' designs, a gradient background, JPEG 55-90), at widths from a tenth to three quarters of the frame. For each
 width: how often the world-captioner's greedy caption names the shape and the colour right (and nothing
 more), and the world-clip's zero-shot shape and colour accuracy (the prompt ensembles of ``world/evaluate.py``).
 Both models are loaded by the product's loaders from ``data/demo_models``.
@@ -24,16 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 WIDTHS = (0.1, 0.2, 0.35, 0.5, 0.75)
-RENDERERS = ("skimage", "matplotlib", "sdf")
+RENDERERS = ("skimage", "matplotlib", "sdf", "glyph")
 
 
 def probe_drawer(renderer: str):
     """The ``draw(scene, rng, width)`` of one of ``RENDERERS``: the bench and the demo-model tests draw through it."""
+    from bench.glyph_probe import draw_glyph
     from bench.mpl_probe import draw_matplotlib
     from bench.sdf_probe import draw_sdf
     from bench.verdict_probe import draw_probe
 
-    return {"skimage": draw_probe, "matplotlib": draw_matplotlib, "sdf": draw_sdf}[renderer]
+    return {"skimage": draw_probe, "matplotlib": draw_matplotlib, "sdf": draw_sdf, "glyph": draw_glyph}[renderer]
 
 
 def main() -> None:
