@@ -131,9 +131,9 @@ def test_captioner_names_every_object_in_the_wide_world(captioner):
 
 def _probe(width: float, renderer: str = "skimage") -> tuple[list, list]:
     """``bench/probe_models.py``'s probe, smaller: one shape drawn by scikit-image (anti-aliased, speckled, jittered
-    colours, JPEG q75), by ``bench/sdf_probe.py``'s distance fields (turned, lit unevenly, WebP) or as matplotlib's
-    markers (``bench/mpl_probe.py``: blotched background, JPEG), centred, at ``width`` of the frame; the world's
-    renderer never drew these pixels."""
+    colours, JPEG q75), by ``bench/sdf_probe.py``'s distance fields (turned, lit unevenly, WebP), as matplotlib's
+    markers (``bench/mpl_probe.py``: blotched background, JPEG) or as font glyphs (``bench/glyph_probe.py``), centred,
+    at ``width`` of the frame; the world's renderer never drew these pixels."""
     import random
 
     from bench.probe_models import probe_drawer
@@ -168,6 +168,18 @@ def test_captioner_names_matplotlibs_marker_shapes_from_a_fifth_of_the_frame(cap
     one at 96 px measured 0.89 at a fifth here (0.91 on 400). A tenth of the frame is left out: it is under the target
     on the bench's larger draws (0.88 on 160, 0.86 on 400; README), so a pass on 64 here would claim too much."""
     assert _probe_accuracy(captioner, width, "matplotlib") >= PROBE_FLOOR
+
+
+@pytest.mark.parametrize("width", [0.2, 0.35, 0.5, 0.75])
+def test_both_models_name_font_glyphs_from_a_fifth_of_the_frame(captioner, clip, zeroshot_prompts, width: float):
+    """Issue 22's targets on the fifth renderer (``bench/glyph_probe.py``), written after the shipped models were
+    trained and shaping none of their stages. They measure 1.00, 1.00, 1.00, 1.00 and CLIP shape 1.00, 1.00, 0.98,
+    0.95 on these 64 a width (0.99-1.00 and 0.97-1.00 on the bench's 400). A tenth of the frame is left out: there the
+    captioner is at its target by nothing (0.92 on the bench's 160, 0.90 on 400, 0.89 on these 64) and the CLIP too
+    (0.82, 0.82, 0.80)."""
+    assert _probe_accuracy(captioner, width, "glyph") >= PROBE_FLOOR
+    shape, colour = _clip_probe_accuracy(clip, zeroshot_prompts, width, "glyph")
+    assert shape >= 0.8 and colour >= 0.9
 
 
 def test_both_models_see_the_largest_shapes_a_fourth_renderer_drew(captioner, clip, zeroshot_prompts):
