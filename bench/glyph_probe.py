@@ -49,7 +49,8 @@ def _glyph_mask(shape: str, font: str, stroke: float) -> Image.Image:
     d = ImageDraw.Draw(canvas)
     d.text((_SIZE, _SIZE), GLYPHS[shape], font=f, fill=255)
     if stroke:
-        half = max(canvas.getbbox()[2] - canvas.getbbox()[0], canvas.getbbox()[3] - canvas.getbbox()[1]) / 2
+        x0, y0, x1, y1 = canvas.getbbox()
+        half = max(x1 - x0, y1 - y0) / 2
         canvas = Image.new("L", canvas.size, 0)
         ImageDraw.Draw(canvas).text((_SIZE, _SIZE), GLYPHS[shape], font=f, fill=255, stroke_width=max(1, round(stroke * half)), stroke_fill=255)
     return canvas.crop(canvas.getbbox())
