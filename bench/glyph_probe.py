@@ -4,9 +4,9 @@ None of the other renderers draws text. Here each shape is a Unicode glyph (U+25
 U+271A ✚, U+25CB ○, U+25C6 ◆, U+2665 ♥) from one of the four fonts that ship with matplotlib (DejaVu Sans, its
 bold, its monospace, STIX General; each image picks one that has the glyph), in that font designer's proportions:
 a ring a tenth of its radius thick before the stroke this renderer adds (0.03-0.1 of the radius on each side), a
-diamond as wide as it is tall, a heavy Greek cross, a star whose points differ by font. FreeType draws it four
-times larger than it will be shown; the ink is cropped and brought down with a Lanczos filter (the world resizes
-bicubically), turned by up to 8 degrees, and laid on a linear gradient of the background's colour with fine grain
+diamond as wide as it is tall, a heavy Greek cross, a star whose points differ by font. FreeType draws it at a
+160 px font size (its ink 84-173 px across, by glyph and font); the ink is cropped and resized to the asked width
+with a Lanczos filter (down by up to nine times at a tenth of the frame; the world resizes bicubically), turned by up to 8 degrees, and laid on a linear gradient of the background's colour with fine grain
 (no other renderer's blotches, stripes, speckle or lighting), blurred a little and saved as JPEG at quality 55-90.
 
 Written, and its ranges fixed, with the shipped demo models already trained: nothing was trained after it (issue 22,
@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 GLYPHS = {"circle": "\u25cf", "square": "\u25a0", "triangle": "\u25b2", "star": "\u2605", "cross": "\u271a",
           "ring": "\u25cb", "diamond": "\u25c6", "heart": "\u2665"}
 FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansMono.ttf", "STIXGeneral.ttf")
-_SIZE = 160  # the glyph's font size at four times the largest width drawn
+_SIZE = 160  # the font size the glyph is rasterised at, before its ink is resized to the asked width
 
 
 def _font_path(name: str) -> str:

@@ -1,4 +1,4 @@
-"""The scale probe's four renderers draw what their scene says: the object's colour, centred, at the asked width.
+"""The scale probe's renderers draw what their scene says: the object's colour, centred, at the asked width.
 
 The probes measure the demo models off the world's renderer (``bench/probe_models.py``); a renderer that drew the
 wrong size or colour would make every figure there wrong while looking like a model's fault.
@@ -13,18 +13,17 @@ from functools import partial
 import numpy as np
 import pytest
 
+from bench.probe_models import RENDERERS, probe_drawer
 from caption_assets.world.scene import COLOURS, SHAPES, nearest_colour, sample_scene
 
 
 def _renderers():
-    from bench.probe_models import RENDERERS, probe_drawer
-
     # the distance fields and the glyphs turn a shape by up to 10 and 8 degrees, which widens its box; the width is
     # asked of the unturned one
     return {r: partial(probe_drawer(r), tilt=0.0) if r in ("sdf", "glyph") else probe_drawer(r) for r in RENDERERS}
 
 
-@pytest.mark.parametrize("renderer", ["skimage", "matplotlib", "sdf", "glyph"])
+@pytest.mark.parametrize("renderer", RENDERERS)
 @pytest.mark.parametrize("width", [0.1, 0.35, 0.75])
 def test_a_probe_renderer_draws_one_centred_object_at_the_asked_width(renderer: str, width: float):
     draw = _renderers()[renderer]
